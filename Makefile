@@ -1,0 +1,50 @@
+# Everything runs from the project's own virtualenv (.venv), created on demand.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PROTOS := $(wildcard protos/recsys/v1/*.proto)
+STUBS  := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install stubs sysdeps demo test lint bench clean
+
+install: $(VENV)/.installed stubs
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# gRPC stubs are generated from protos/ (never committed) into the recsys.v1 package.
+stubs: $(VENV)/.installed $(STUBS)
+
+recsys/v1/%_pb2.py: protos/recsys/v1/%.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $<
+	@touch recsys/v1/__init__.py
+
+# System packages the tests use: redis-server (Redis backend tests) and promtool (alert rule tests).
+sysdeps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq redis-server prometheus >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq redis-server prometheus >/dev/null)); \
+	  else echo "note: redis-server not found and cannot install it; Redis tests will be skipped"; fi; \
+	fi
+
+demo: install
+	$(VENV)/bin/recsys demo
+
+test: install sysdeps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(VENV)/bin/recsys bench --items 100000 --json bench.json
+
+clean:
+	rm -rf $(VENV) recsys/v1 .pytest_cache build *.egg-info bundles

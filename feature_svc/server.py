@@ -1,0 +1,120 @@
+"""The FeatureStore gRPC servicer: batch reads of user and item features, and event ingestion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from feature_svc.settings import FeatureSettings
+from feature_svc.storage import EmbeddedStorage, Event, FeatureStorage, StorageError, open_storage
+from recsys.bundle import read_metadata
+from recsys.feature_tables import FeatureTables
+from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE, MODEL_INFO
+from recsys.rpc.server import Server
+from recsys.v1 import features_pb2 as pb
+from recsys.v1 import features_pb2_grpc as pb_grpc
+
+log = logging.getLogger("feature_svc")
+MAX_ID_LEN = 512
+
+
+class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
+    def __init__(self, storage: FeatureStorage, max_batch: int = 10_000):
+        self.storage = storage
+        self.max_batch = max_batch
+        # The in-process store answers in microseconds; a network store must not block the event loop.
+        self._inline = isinstance(storage, EmbeddedStorage)
+
+    async def _call(self, fn, *args):
+        return fn(*args) if self._inline else await asyncio.to_thread(fn, *args)
+
+    async def _check_ids(self, ids, field_name: str, context: aio.ServicerContext) -> None:
+        if len(ids) > self.max_batch:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{field_name}: at most {self.max_batch} ids per call, got {len(ids)}")
+        for i, x in enumerate(ids):
+            if not x or len(x) > MAX_ID_LEN:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"{field_name}[{i}] must be a non-empty id of at most {MAX_ID_LEN} characters")
+
+    async def GetUserFeatures(self, request: pb.GetUserFeaturesRequest, context) -> pb.GetUserFeaturesResponse:
+        await self._check_ids(request.user_ids, "user_ids", context)
+        if request.max_history < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_history must be >= 0")
+        try:
+            records = await self._call(self.storage.get_users, list(request.user_ids), request.max_history)
+        except StorageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
+        resp = pb.GetUserFeaturesResponse(feature_names=self.storage.user_feature_names)
+        for uid, rec in zip(request.user_ids, records, strict=True):
+            if rec is None:
+                resp.users.add(user_id=uid, found=False)
+            else:
+                resp.users.add(user_id=uid, found=True, values=rec.values.tolist(), history=rec.history,
+                               attributes=rec.attributes)
+        return resp
+
+    async def GetItemFeatures(self, request: pb.GetItemFeaturesRequest, context) -> pb.GetItemFeaturesResponse:
+        await self._check_ids(request.item_ids, "item_ids", context)
+        try:
+            records = await self._call(self.storage.get_items, list(request.item_ids))
+        except StorageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
+        resp = pb.GetItemFeaturesResponse(feature_names=self.storage.item_feature_names)
+        for iid, rec in zip(request.item_ids, records, strict=True):
+            if rec is None:
+                resp.items.add(item_id=iid, found=False)
+            else:
+                resp.items.add(item_id=iid, found=True, values=rec.values.tolist(), categories=rec.categories,
+                               title=rec.title)
+        return resp
+
+    async def RecordEvents(self, request: pb.RecordEventsRequest, context) -> pb.RecordEventsResponse:
+        if len(request.events) > self.max_batch:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"events: at most {self.max_batch} per call, got {len(request.events)}")
+        events = []
+        for i, e in enumerate(request.events):
+            for name in ("user_id", "item_id"):
+                value = getattr(e, name)
+                if not value or len(value) > MAX_ID_LEN:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"events[{i}].{name} must be a non-empty id")
+            events.append(Event(e.user_id, e.item_id, e.event or "view", e.value or 1.0,
+                                e.timestamp or int(time.time())))
+        try:
+            n = await self._call(self.storage.record_events, events)
+        except StorageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
+        FEATURE_EVENTS.inc(n)
+        FEATURE_LAST_UPDATE.set(self.storage.last_update())
+        return pb.RecordEventsResponse(recorded=n)
+
+
+def load_bundle_features(storage: FeatureStorage, bundle: Path) -> str:
+    meta = read_metadata(bundle)
+    storage.load(FeatureTables.load(bundle / "features"))
+    MODEL_INFO.labels("feature_svc", meta.version, "features").set(1)
+    FEATURE_LAST_UPDATE.set(storage.last_update())
+    return meta.version
+
+
+async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -> None:
+    storage = open_storage(settings.storage)
+    if settings.bundle and settings.load_bundle:
+        version = await asyncio.to_thread(load_bundle_features, storage, Path(settings.bundle))
+        log.info("loaded features of bundle %s into %s", version, settings.storage)
+    server = Server(settings.host, settings.port, settings.metrics_port)
+    server.add(pb_grpc.add_FeatureStoreServicer_to_server,
+               FeatureStoreServicer(storage, settings.max_batch), "recsys.v1.FeatureStore")
+    await server.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await server.serve()
+    finally:
+        storage.close()

@@ -1,0 +1,123 @@
+"""The storage contract behind feature_svc: record types and the abstract `FeatureStorage`.
+
+Every backend must pass tests/feature_svc/test_storage_contract.py, so the server can swap the
+in-process store for Redis (shared by several replicas) without changing a line.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.feature_tables import FeatureTables
+
+# Feature names that record_events increments by 1 per applied event, when the tables define them.
+USER_INTERACTIONS_FEATURE = "user_n_interactions"
+ITEM_INTERACTIONS_FEATURE = "item_n_interactions"
+
+
+class StorageError(RuntimeError):
+    """Base class of feature storage failures."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached (refused, timed out, loading); the server maps it to UNAVAILABLE."""
+
+
+@dataclass(slots=True)
+class UserRecord:
+    user_id: str
+    values: np.ndarray  # float32, aligned with FeatureStorage.user_feature_names
+    history: list[str]  # item ids, oldest first
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ItemRecord:
+    item_id: str
+    values: np.ndarray  # float32, aligned with FeatureStorage.item_feature_names
+    categories: list[str] = field(default_factory=list)
+    title: str = ""
+
+
+@dataclass(slots=True)
+class Event:
+    user_id: str
+    item_id: str
+    event: str = "view"
+    value: float = 1.0
+    timestamp: int = 0  # unix seconds, as sent by the client; not used for ordering
+
+
+class FeatureStorage(abc.ABC):
+    """An online feature store: bulk-loaded from FeatureTables, read in batches, updated by events.
+
+    Records returned by reads are copies: callers may mutate them without affecting the store.
+    """
+
+    @property
+    @abc.abstractmethod
+    def user_feature_names(self) -> list[str]:
+        """Names aligned with UserRecord.values ([] before the first load)."""
+
+    @property
+    @abc.abstractmethod
+    def item_feature_names(self) -> list[str]:
+        """Names aligned with ItemRecord.values ([] before the first load)."""
+
+    @abc.abstractmethod
+    def load(self, tables: FeatureTables) -> None:
+        """Replace everything with `tables`; readers see either the old or the new data, never a mix.
+
+        Events recorded while a load runs are applied to the old data and therefore lost.
+        """
+
+    @abc.abstractmethod
+    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
+        """Records in request order, None for unknown ids.
+
+        max_history > 0 keeps only the most recent `max_history` items (still oldest first); 0 keeps all.
+        """
+
+    @abc.abstractmethod
+    def get_items(self, item_ids: Sequence[str]) -> list[ItemRecord | None]:
+        """Records in request order, None for unknown ids; one backend round trip for the whole batch."""
+
+    @abc.abstractmethod
+    def record_events(self, events: Sequence[Event]) -> int:
+        """Apply interaction events in order and return how many were applied.
+
+        Per event: the item moves to (or is appended at) the end of the user's history, unknown users
+        are created with zero features, and `user_n_interactions` / `item_n_interactions` are
+        incremented when those features exist. Unknown items still enter the history (the catalogue
+        may catch up later) but get no item record. Events with an empty user or item id are skipped.
+        """
+
+    @abc.abstractmethod
+    def last_update(self) -> float:
+        """Unix time of the last load or applied event (0.0 if never); feeds the freshness metric."""
+
+    @abc.abstractmethod
+    def ping(self) -> bool:
+        """Whether the backend answers now; never raises (for health checks)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the storage must not be used afterwards."""
+
+    def __enter__(self) -> FeatureStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_max_history(max_history: int) -> int:
+    """Reject negative values early: they would silently mean 'drop the oldest' in slicing code."""
+    max_history = int(max_history)
+    if max_history < 0:
+        raise ValueError(f"max_history must be >= 0 (0 = whole history), got {max_history}")
+    return max_history

@@ -1,0 +1,221 @@
+"""In-process feature storage, the default: numpy matrices plus id -> row indexes in this process.
+
+It is the fastest option, but each replica holds its own copy, so events recorded on one replica
+are invisible to the others; use Redis when several replicas must share histories.
+
+Item reads are the hot path (hundreds of candidates per request) and, with a large catalogue, are
+bound by cache misses rather than arithmetic. So every random memory access happens inside numpy
+loops, where the CPU overlaps the misses, instead of one at a time in the interpreter: ids are
+found by binary search over their sorted 64-bit hashes (verified against the stored id), and
+titles and categories live in object arrays gathered in one call. On a 100k-item catalogue this
+roughly halved the latency of a 500-item batch compared with a dict lookup per id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from feature_svc.storage.base import (
+    ITEM_INTERACTIONS_FEATURE,
+    USER_INTERACTIONS_FEATURE,
+    Event,
+    FeatureStorage,
+    ItemRecord,
+    UserRecord,
+    check_max_history,
+)
+from recsys.feature_tables import FeatureTables
+
+
+@dataclass
+class _State:
+    """Everything one load produced; `load` builds a new one and swaps it in under the lock."""
+
+    user_feature_names: list[str]
+    user_index: dict[str, int]
+    user_values: np.ndarray  # float32 [capacity >= max(n_users, 1), Fu]; rows >= n_users are zeros
+    user_history: list[list[str]]
+    user_attributes: list[dict[str, str]]
+    item_feature_names: list[str]
+    item_index: dict[str, int]
+    item_ids: np.ndarray  # object [I]
+    item_values: np.ndarray  # float32 [I, Fi]
+    item_categories: np.ndarray  # object [I] of tuples, equal tuples shared (catalogues repeat them)
+    item_titles: np.ndarray  # object [I]
+    item_hash_sorted: np.ndarray | None  # int64 [I], None when two ids collide: then use item_index
+    item_hash_order: np.ndarray | None  # row of each sorted hash
+    user_counter: int | None  # column of user_n_interactions, if present
+    item_counter: int | None
+
+    @classmethod
+    def build(cls, t: FeatureTables) -> _State:
+        # Copies throughout: record_events mutates in place and must never write into the caller's tables.
+        # At least one user row is allocated so a gather with the "missing" index -1 is always valid.
+        user_values = np.zeros((max(t.n_users, 1), len(t.user_feature_names)), dtype=np.float32)
+        user_values[: t.n_users] = t.user_values
+        item_values = np.array(t.item_values, dtype=np.float32)  # copy
+        item_ids = t.item_ids.tolist()
+        shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        categories = (shared.setdefault(c, c) for c in map(tuple, t.item_categories))
+        hashes = np.fromiter(map(_hash, item_ids), dtype=np.int64, count=t.n_items)
+        order = np.argsort(hashes, kind="stable")
+        hash_sorted = hashes[order]
+        unique = bool((hash_sorted[1:] != hash_sorted[:-1]).all())  # ~3e-8 chance of a clash at 1M ids
+        return cls(
+            user_feature_names=list(t.user_feature_names),
+            user_index=dict(zip(t.user_ids.tolist(), range(t.n_users), strict=True)),
+            user_values=user_values,
+            user_history=[list(h) for h in t.user_history],
+            user_attributes=[dict(a) for a in t.user_attributes],
+            item_feature_names=list(t.item_feature_names),
+            item_index=dict(zip(item_ids, range(t.n_items), strict=True)),
+            item_ids=np.fromiter(item_ids, dtype=object, count=t.n_items),
+            item_values=item_values,
+            item_categories=np.fromiter(categories, dtype=object, count=t.n_items),
+            item_titles=np.fromiter(t.item_titles, dtype=object, count=t.n_items),
+            item_hash_sorted=hash_sorted if unique else None,
+            item_hash_order=order if unique else None,
+            user_counter=_column(t.user_feature_names, USER_INTERACTIONS_FEATURE),
+            item_counter=_column(t.item_feature_names, ITEM_INTERACTIONS_FEATURE),
+        )
+
+    def locate_items(self, item_ids: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """(row per id, found per id) for a non-empty catalogue; rows of missing ids are arbitrary but valid."""
+        n, n_items = len(item_ids), len(self.item_ids)
+        if self.item_hash_sorted is None or self.item_hash_order is None:
+            get = self.item_index.get
+            rows = np.fromiter((get(i, -1) for i in item_ids), dtype=np.intp, count=n)
+            found = rows >= 0
+            return np.where(found, rows, 0), found.tolist()
+        hashes = np.fromiter(map(_hash, item_ids), dtype=np.int64, count=n)
+        pos = np.searchsorted(self.item_hash_sorted, hashes)
+        np.minimum(pos, n_items - 1, out=pos)
+        rows = self.item_hash_order[pos]
+        # A hash match is only a candidate: compare the ids themselves, so unknown ids can never alias.
+        found = (self.item_hash_sorted[pos] == hashes) & (
+            self.item_ids[rows] == np.fromiter(item_ids, dtype=object, count=n))
+        return rows, found.tolist()
+
+    def add_user(self, user_id: str) -> int:
+        """Create a user with zero features, doubling the matrix when full (amortised O(1))."""
+        row = len(self.user_index)
+        if row == len(self.user_values):
+            grown = np.zeros((2 * len(self.user_values), self.user_values.shape[1]), dtype=np.float32)
+            grown[:row] = self.user_values
+            self.user_values = grown
+        self.user_index[user_id] = row
+        self.user_history.append([])
+        self.user_attributes.append({})
+        return row
+
+
+class EmbeddedStorage(FeatureStorage):
+    """Thread-safe in-process store. One lock covers reads and writes.
+
+    Reads take the lock too: uncontended it costs well under a microsecond, the GIL serialises the
+    Python work anyway, and it guarantees a reader never sees half of an event batch or a matrix
+    being regrown.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _State.build(_empty_tables())
+        self._last_update = 0.0
+
+    @property
+    def user_feature_names(self) -> list[str]:
+        return list(self._state.user_feature_names)
+
+    @property
+    def item_feature_names(self) -> list[str]:
+        return list(self._state.item_feature_names)
+
+    def load(self, tables: FeatureTables) -> None:
+        state = _State.build(tables)  # the slow part, outside the lock so reads keep being served
+        with self._lock:
+            self._state = state
+            self._last_update = time.time()
+
+    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
+        keep = check_max_history(max_history)
+        user_ids = list(user_ids)
+        with self._lock:
+            s = self._state
+            rows = [s.user_index.get(u, -1) for u in user_ids]
+            values = s.user_values[rows]  # one gather; the records get views of this private copy
+            out: list[UserRecord | None] = []
+            for k, (user_id, row) in enumerate(zip(user_ids, rows, strict=True)):
+                if row < 0:
+                    out.append(None)
+                    continue
+                history = s.user_history[row]
+                out.append(UserRecord(user_id, values[k], history[-keep:] if keep else history[:],
+                                      dict(s.user_attributes[row])))
+            return out
+
+    def get_items(self, item_ids: Sequence[str]) -> list[ItemRecord | None]:
+        ids = list(item_ids)
+        with self._lock:
+            s = self._state
+            if len(s.item_ids) == 0:
+                return [None] * len(ids)
+            rows, found = s.locate_items(ids)
+            values = s.item_values[rows]  # private copy; titles and category tuples are immutable
+            categories = s.item_categories[rows].tolist()
+            titles = s.item_titles[rows].tolist()
+        return [ItemRecord(item_id, v, list(c), title) if ok else None
+                for item_id, ok, v, c, title in zip(ids, found, values, categories, titles, strict=True)]
+
+    def record_events(self, events: Sequence[Event]) -> int:
+        applied = 0
+        with self._lock:
+            s = self._state
+            for ev in events:
+                user_id, item_id = ev.user_id, ev.item_id
+                if not user_id or not item_id:
+                    continue
+                row = s.user_index.get(user_id)
+                if row is None:
+                    row = s.add_user(user_id)
+                if s.user_counter is not None:
+                    s.user_values[row, s.user_counter] += 1.0
+                history = s.user_history[row]
+                if item_id in history:
+                    history[:] = [h for h in history if h != item_id]
+                history.append(item_id)
+                item_row = s.item_index.get(item_id)
+                if item_row is not None and s.item_counter is not None:
+                    s.item_values[item_row, s.item_counter] += 1.0
+                applied += 1
+            if applied:
+                self._last_update = time.time()
+        return applied
+
+    def last_update(self) -> float:
+        return self._last_update
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+# Indirection so a test can force hash collisions and exercise the dict fallback.
+_hash = hash
+
+
+def _column(names: list[str], name: str) -> int | None:
+    return names.index(name) if name in names else None
+
+
+def _empty_tables() -> FeatureTables:
+    return FeatureTables(
+        user_ids=[], user_feature_names=[], user_values=[], user_history=[], user_attributes=[],
+        item_ids=[], item_feature_names=[], item_values=[], item_categories=[], item_titles=[],
+    )

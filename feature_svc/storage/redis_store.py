@@ -1,0 +1,419 @@
+"""Feature storage in Redis, shared by every feature_svc replica.
+
+Key layout (`ns` = namespace, `G` = generation number from INCR `ns:seq`):
+
+    ns:current        the generation readers use; switched atomically at the end of a load
+    ns:last_update    unix time of the last load or applied event
+    ns:gG:meta        JSON: feature names, created_at, counts
+    ns:gG:u:<user>    packed user:  uint32 n | n x float32 | JSON attributes
+    ns:gG:h:<user>    list of item ids, oldest first
+    ns:gG:i:<item>    packed item:  uint32 n | n x float32 | JSON [categories, title]
+
+A load writes a whole new generation, flips `ns:current`, then deletes the old generation, so
+readers never see a half-loaded store. Reads use the generation cached in this process and check
+`ns:current` in the same round trip (after the data commands), retrying if a load switched it: old
+keys are only deleted after the switch, so a matching pointer proves the data was read intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from feature_svc.storage.base import (
+    ITEM_INTERACTIONS_FEATURE,
+    USER_INTERACTIONS_FEATURE,
+    Event,
+    FeatureStorage,
+    ItemRecord,
+    StorageError,
+    StorageUnavailable,
+    UserRecord,
+    check_max_history,
+)
+from recsys.feature_tables import FeatureTables
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<I")  # number of float32 values that follow
+_MAX_ATTEMPTS = 3  # reads/writes retried when a concurrent load switched the generation
+_LOAD_KEYS_PER_MSET = 1000
+_LOAD_COMMANDS_PER_ROUND_TRIP = 50
+_HISTORY_ITEMS_PER_RPUSH = 10_000
+_EVENTS_PER_SCRIPT = 500  # bounds how long one script call blocks the server
+
+# Applies a batch of events atomically: checks the generation (returns -1 if stale so the client
+# can retry against the new one), then per event creates the user, bumps float32 counters in place
+# and moves the item to the end of the history list.
+# KEYS: current, last_update, then (user, history, item) per event.
+# ARGV: generation, user counter byte offset or -1, item counter byte offset or -1,
+#       packed blank user, now, then the item id per event.
+_RECORD_EVENTS_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local uoff = tonumber(ARGV[2])
+local ioff = tonumber(ARGV[3])
+local function bump(key, off)
+  local b = redis.call('GETRANGE', key, off, off + 3)
+  if #b == 4 then
+    redis.call('SETRANGE', key, off, struct.pack('<f', struct.unpack('<f', b) + 1))
+  end
+end
+local n = (#KEYS - 2) / 3
+for k = 0, n - 1 do
+  local ukey, hkey, ikey, item = KEYS[3 + 3 * k], KEYS[4 + 3 * k], KEYS[5 + 3 * k], ARGV[6 + k]
+  if redis.call('EXISTS', ukey) == 0 then redis.call('SET', ukey, ARGV[4]) end
+  if uoff >= 0 then bump(ukey, uoff) end
+  redis.call('LREM', hkey, 0, item)
+  redis.call('RPUSH', hkey, item)
+  if ioff >= 0 and redis.call('EXISTS', ikey) == 1 then bump(ikey, ioff) end
+end
+redis.call('SET', KEYS[2], ARGV[5])
+return n
+"""
+
+
+@dataclass(frozen=True)
+class _View:
+    """One generation as this process last saw it; replaced wholesale, so reading it is thread-safe."""
+
+    gen: str
+    prefix: str  # "ns:gG:"
+    user_feature_names: list[str]
+    item_feature_names: list[str]
+
+    def counter_offset(self, names: list[str], name: str) -> int:
+        """Byte offset of a counter inside a packed record, -1 when the feature does not exist."""
+        return _HEADER.size + 4 * names.index(name) if name in names else -1
+
+
+class RedisStorage(FeatureStorage):
+    """Redis-backed store (redis://host:port/db); thread-safe, as redis-py's connection pool is.
+
+    Connection failures and timeouts raise StorageUnavailable naming the URL (password redacted).
+    Only connection errors are retried, once, without backoff (a pooled connection may be stale after
+    a Redis restart); timeouts are not, because a timed-out event script may already have run.
+    """
+
+    def __init__(self, url: str, namespace: str = "recsys", *, connect_timeout: float = 1.0,
+                 read_timeout: float = 1.0, retries: int = 1) -> None:
+        self.url = url
+        self.namespace = namespace
+        self._safe_url = _redact(url)
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=read_timeout,
+            retry=Retry(NoBackoff(), retries, supported_errors=(redis.exceptions.ConnectionError,)),
+            health_check_interval=30,
+        )
+        self._current_key = f"{namespace}:current"
+        self._seq_key = f"{namespace}:seq"
+        self._last_update_key = f"{namespace}:last_update"
+        self._record_script = self._client.register_script(_RECORD_EVENTS_LUA)
+        self._view: _View | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStorage({self._safe_url!r}, namespace={self.namespace!r})"
+
+    # -- feature names ---------------------------------------------------------------------------
+
+    @property
+    def user_feature_names(self) -> list[str]:
+        view = self._current_view()
+        return list(view.user_feature_names) if view else []
+
+    @property
+    def item_feature_names(self) -> list[str]:
+        view = self._current_view()
+        return list(view.item_feature_names) if view else []
+
+    # -- bulk load -------------------------------------------------------------------------------
+
+    def load(self, tables: FeatureTables) -> None:
+        tables.validate()
+        with self._errors("load"):
+            gen = str(self._client.incr(self._seq_key))
+            prefix = self._prefix(gen)
+            try:
+                self._write_generation(prefix, tables)
+                tx = self._client.pipeline(transaction=True)
+                tx.set(self._current_key, gen, get=True)
+                tx.set(self._last_update_key, repr(time.time()))
+                old, _ = tx.execute()
+            except BaseException:
+                # Best effort: do not leak a half-written generation, but never delete it if the switch
+                # went through and only its reply was lost (e.g. a read timeout after EXEC).
+                with suppress(redis.exceptions.RedisError):
+                    if not _is(self._client.get(self._current_key), gen):
+                        self._delete_prefix(prefix)
+                raise
+            self._refresh_view()
+        if old is not None and old.decode() != gen:
+            try:
+                self._delete_prefix(self._prefix(old.decode()))
+            except redis.exceptions.RedisError as e:  # the load itself succeeded; only space leaks
+                log.warning("could not delete old generation %s from %s: %s", old.decode(), self._safe_url, e)
+
+    def _write_generation(self, prefix: str, t: FeatureTables) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        n_cmds = 0
+
+        def flush_if_full() -> None:
+            nonlocal n_cmds
+            n_cmds += 1
+            if n_cmds >= _LOAD_COMMANDS_PER_ROUND_TRIP:
+                pipe.execute()
+                n_cmds = 0
+
+        item_payloads = [[c, title] for c, title in zip(t.item_categories, t.item_titles, strict=True)]
+        step = _LOAD_KEYS_PER_MSET
+        for tag, ids, values, payloads in (("i:", t.item_ids.tolist(), t.item_values, item_payloads),
+                                           ("u:", t.user_ids.tolist(), t.user_values, t.user_attributes)):
+            for start in range(0, len(ids), step):  # packed per chunk: peak memory stays one chunk
+                end = start + step
+                keys = [prefix + tag + k for k in ids[start:end]]
+                pipe.mset(dict(zip(keys, _pack_rows(values[start:end], payloads[start:end]), strict=True)))
+                flush_if_full()
+        for user_id, history in zip(t.user_ids.tolist(), t.user_history, strict=True):
+            for start in range(0, len(history), _HISTORY_ITEMS_PER_RPUSH):
+                pipe.rpush(prefix + "h:" + user_id, *history[start:start + _HISTORY_ITEMS_PER_RPUSH])
+                flush_if_full()
+        pipe.set(prefix + "meta", _json({
+            "user_feature_names": t.user_feature_names,
+            "item_feature_names": t.item_feature_names,
+            "created_at": t.created_at,
+            "n_users": t.n_users,
+            "n_items": t.n_items,
+        }))
+        pipe.execute()
+
+    def _delete_prefix(self, prefix: str) -> None:
+        """UNLINK every key under `prefix` (SCAN-based, so the server never blocks on a huge KEYS)."""
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=_glob_escape(prefix) + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            self._client.unlink(*batch)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
+        keep = check_max_history(max_history)
+        ids = list(user_ids)
+        if not ids:
+            return []
+        start = -keep if keep else 0
+        with self._errors("get_users"):
+            for _ in range(_MAX_ATTEMPTS):
+                view = self._view or self._refresh_view()
+                if view is None:
+                    return [None] * len(ids)
+                # MULTI/EXEC: the record and its history come from the same instant (no half event).
+                tx = self._client.pipeline(transaction=True)
+                tx.mget([view.prefix + "u:" + u for u in ids])
+                for u in ids:
+                    tx.lrange(view.prefix + "h:" + u, start, -1)
+                tx.get(self._current_key)
+                replies = tx.execute()
+                if _is(replies[-1], view.gen):
+                    decoded = _unpack_many(replies[0], len(view.user_feature_names))
+                    return [UserRecord(user_id, d[0], [h.decode() for h in history], d[1]) if d else None
+                            for user_id, d, history in zip(ids, decoded, replies[1:-1], strict=True)]
+                self._refresh_view()
+        raise StorageError(f"Redis at {self._safe_url}: generation kept changing during get_users")
+
+    def get_items(self, item_ids: Sequence[str]) -> list[ItemRecord | None]:
+        ids = list(item_ids)
+        if not ids:
+            return []
+        with self._errors("get_items"):
+            for _ in range(_MAX_ATTEMPTS):
+                view = self._view or self._refresh_view()
+                if view is None:
+                    return [None] * len(ids)
+                pipe = self._client.pipeline(transaction=False)
+                pipe.mget([view.prefix + "i:" + i for i in ids])
+                pipe.get(self._current_key)  # after the MGET: see the module docstring
+                blobs, current = pipe.execute()
+                if _is(current, view.gen):
+                    decoded = _unpack_many(blobs, len(view.item_feature_names))
+                    return [ItemRecord(item_id, d[0], d[1][0], d[1][1]) if d else None
+                            for item_id, d in zip(ids, decoded, strict=True)]
+                self._refresh_view()
+        raise StorageError(f"Redis at {self._safe_url}: generation kept changing during get_items")
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def record_events(self, events: Sequence[Event]) -> int:
+        valid = [(ev.user_id, ev.item_id) for ev in events if ev.user_id and ev.item_id]
+        chunks = [valid[i:i + _EVENTS_PER_SCRIPT] for i in range(0, len(valid), _EVENTS_PER_SCRIPT)]
+        applied = 0
+        with self._errors("record_events"):
+            for _ in range(_MAX_ATTEMPTS):
+                if not chunks:
+                    return applied
+                view = self._view or self._refresh_view() or self._create_empty_generation()
+                stale = []
+                for chunk in chunks:
+                    n = self._apply_events(view, chunk)
+                    if n < 0:
+                        stale.append(chunk)  # a load switched generations: apply it to the new one
+                    else:
+                        applied += n
+                chunks = stale
+                if chunks:
+                    self._refresh_view()
+        raise StorageError(f"Redis at {self._safe_url}: generation kept changing during record_events")
+
+    def _apply_events(self, view: _View, chunk: list[tuple[str, str]]) -> int:
+        """One EVALSHA per chunk (called directly: a pipelined script costs a SCRIPT EXISTS round trip)."""
+        p = view.prefix
+        keys = [self._current_key, self._last_update_key]
+        for user_id, item_id in chunk:
+            keys += (p + "u:" + user_id, p + "h:" + user_id, p + "i:" + item_id)
+        width = len(view.user_feature_names)
+        args = [view.gen,
+                view.counter_offset(view.user_feature_names, USER_INTERACTIONS_FEATURE),
+                view.counter_offset(view.item_feature_names, ITEM_INTERACTIONS_FEATURE),
+                _HEADER.pack(width) + bytes(4 * width) + b"{}", repr(time.time()),
+                *(item_id for _, item_id in chunk)]
+        return int(self._record_script(keys=keys, args=args))
+
+    def _create_empty_generation(self) -> _View:
+        """First write to a never-loaded store: publish an empty generation (unless another process won)."""
+        gen = str(self._client.incr(self._seq_key))
+        prefix = self._prefix(gen)
+        self._client.set(prefix + "meta", _json({"user_feature_names": [], "item_feature_names": [],
+                                                 "created_at": 0.0, "n_users": 0, "n_items": 0}))
+        if not self._client.set(self._current_key, gen, nx=True):
+            self._delete_prefix(prefix)
+        view = self._refresh_view()
+        if view is None:
+            raise StorageError(f"Redis at {self._safe_url}: {self._current_key} vanished while creating it")
+        return view
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def last_update(self) -> float:
+        with self._errors("last_update"):
+            raw = self._client.get(self._last_update_key)
+        return float(raw) if raw is not None else 0.0
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+        self._client.connection_pool.disconnect()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _prefix(self, gen: str) -> str:
+        return f"{self.namespace}:g{gen}:"
+
+    def _current_view(self) -> _View | None:
+        if self._view is not None:
+            return self._view
+        with self._errors("reading feature names"):
+            return self._refresh_view()
+
+    def _refresh_view(self) -> _View | None:
+        """Re-read the current generation and its meta (only on first use and after a switch)."""
+        for _ in range(_MAX_ATTEMPTS):
+            raw_gen = self._client.get(self._current_key)
+            if raw_gen is None:
+                self._view = None
+                return None
+            gen = raw_gen.decode()
+            raw_meta = self._client.get(self._prefix(gen) + "meta")
+            if raw_meta is None:
+                continue  # switched again between the two GETs and the old meta was deleted
+            meta = json.loads(raw_meta)
+            self._view = _View(gen, self._prefix(gen), meta["user_feature_names"], meta["item_feature_names"])
+            return self._view
+        raise StorageError(f"Redis at {self._safe_url}: generation {gen} has no meta key")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                redis.exceptions.ReadOnlyError) as e:
+            raise StorageUnavailable(f"Redis at {self._safe_url} unavailable during {what}: {e}") from e
+        except redis.exceptions.RedisError as e:
+            raise StorageError(f"Redis at {self._safe_url} failed during {what}: {e}") from e
+
+
+def _pack_rows(values: np.ndarray, payloads: Sequence[Any]) -> list[bytes]:
+    """Packed records: uint32 count, the float32 row, then the compact JSON payload."""
+    n_rows, width = values.shape
+    header = _HEADER.pack(width)
+    raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    step = 4 * width
+    return [header + raw[r * step:(r + 1) * step] + _json(p)
+            for r, p in zip(range(n_rows), payloads, strict=True)]
+
+
+def _unpack_many(blobs: list[bytes | None], width: int) -> list[tuple[np.ndarray, Any] | None]:
+    """Decode a batch with one frombuffer and one json.loads: per-record calls cost ~3 us each."""
+    present = [b for b in blobs if b is not None]
+    header, end = _HEADER.pack(width), _HEADER.size + 4 * width
+    if not all(len(b) >= end and b.startswith(header) for b in present):  # not written by this version
+        return [_unpack(b) if b is not None else None for b in blobs]
+    raw = b"".join([b[_HEADER.size:end] for b in present])
+    # astype copies, so callers get writable arrays that do not pin the reply buffers
+    values = np.frombuffer(raw, dtype="<f4", count=len(present) * width).reshape(len(present), width)
+    payloads = json.loads(b"[" + b",".join([b[end:] for b in present]) + b"]")
+    records = iter(zip(values.astype(np.float32), payloads, strict=True))
+    return [next(records) if b is not None else None for b in blobs]
+
+
+def _unpack(blob: bytes) -> tuple[np.ndarray, Any]:
+    (width,) = _HEADER.unpack_from(blob)
+    end = _HEADER.size + 4 * width
+    # astype copies, so callers get a writable array that does not pin the reply buffer
+    values = np.frombuffer(blob, dtype="<f4", count=width, offset=_HEADER.size).astype(np.float32)
+    return values, json.loads(blob[end:])
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _is(raw: bytes | None, gen: str) -> bool:
+    return raw is not None and raw.decode() == gen
+
+
+def _glob_escape(s: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, safe for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable redis url>"

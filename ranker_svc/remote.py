@@ -1,0 +1,97 @@
+"""The pipeline's feature and candidate sources over gRPC, with per-call deadlines and clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+from grpc import aio
+
+from recsys.pipeline.types import CandidateList, ItemView, UserView
+from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2, features_pb2_grpc
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 1),
+]
+
+
+class DependencyError(Exception):
+    """A downstream service call failed; carries the status to return to our caller."""
+
+    def __init__(self, service: str, address: str, exc: grpc.RpcError):
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            self.code = grpc.StatusCode.UNAVAILABLE
+        else:
+            self.code = grpc.StatusCode.INTERNAL
+        super().__init__(f"{service} at {address}: {code.name}: {exc.details()}")
+
+
+class Channels:
+    """Long-lived channels to the two dependencies, shared by all requests."""
+
+    def __init__(self, feature_addr: str, candidate_addr: str):
+        self.feature_addr = feature_addr
+        self.candidate_addr = candidate_addr
+        self._fch = aio.insecure_channel(feature_addr, options=CHANNEL_OPTIONS)
+        self._cch = aio.insecure_channel(candidate_addr, options=CHANNEL_OPTIONS)
+        self.features = features_pb2_grpc.FeatureStoreStub(self._fch)
+        self.candidates = candidates_pb2_grpc.CandidateRetrieverStub(self._cch)
+
+    async def close(self) -> None:
+        await self._fch.close()
+        await self._cch.close()
+
+
+class RemoteFeatureSource:
+    def __init__(self, ch: Channels, timeout: Callable[[], float]):
+        self.ch = ch
+        self.timeout = timeout
+
+    async def get_user(self, user_id: str, max_history: int) -> UserView:
+        try:
+            resp = await self.ch.features.GetUserFeatures(
+                features_pb2.GetUserFeaturesRequest(user_ids=[user_id], max_history=max_history),
+                timeout=self.timeout())
+        except grpc.RpcError as exc:
+            raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
+        u = resp.users[0]
+        names = list(resp.feature_names)
+        values = np.asarray(u.values, dtype=np.float32) if u.found else np.zeros(len(names), np.float32)
+        return UserView(user_id, u.found, names, values, list(u.history), dict(u.attributes))
+
+    async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:
+        try:
+            resp = await self.ch.features.GetItemFeatures(
+                features_pb2.GetItemFeaturesRequest(item_ids=item_ids), timeout=self.timeout())
+        except grpc.RpcError as exc:
+            raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
+        names = list(resp.feature_names)
+        empty = np.full(len(names), np.nan, np.float32)
+        views = [ItemView(it.item_id, it.found, np.asarray(it.values, np.float32) if it.found else empty,
+                          list(it.categories), it.title) for it in resp.items]
+        return names, views
+
+
+class RemoteCandidateSource:
+    def __init__(self, ch: Channels, timeout: Callable[[], float]):
+        self.ch = ch
+        self.timeout = timeout
+
+    async def retrieve(self, user_id: str, history: list[str], exclude: list[str], n: int,
+                       attributes: dict[str, str], include_seen: bool) -> CandidateList:
+        req = candidates_pb2.RetrieveRequest(user_id=user_id, history=history, exclude_item_ids=exclude, n=n,
+                                             user_attributes=attributes, include_seen=include_seen)
+        try:
+            resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout())
+        except grpc.RpcError as exc:
+            raise DependencyError("candidate_svc", self.ch.candidate_addr, exc) from exc
+        names = list(resp.score_names)
+        scores = np.array([c.scores for c in resp.candidates], dtype=np.float32).reshape(-1, len(names))
+        return CandidateList(item_ids=[c.item_id for c in resp.candidates], score_names=names, scores=scores,
+                             sources=[list(c.sources) for c in resp.candidates], model_version=resp.model_version)

@@ -1,0 +1,120 @@
+"""The public Recommender servicer: validates the request, runs the shared pipeline against the
+remote feature and candidate services, and maps every failure to a meaningful status code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from ranker_svc.models import ModelSet, UnknownModelVersion
+from ranker_svc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
+from ranker_svc.settings import RankerSettings
+from recsys.metrics import RECOMMEND_RESULTS, STAGE_LATENCY
+from recsys.pipeline.recommend import PipelineConfig, recommend
+from recsys.pipeline.types import RecommendParams
+from recsys.rpc.server import Server
+from recsys.v1 import recommender_pb2 as pb
+from recsys.v1 import recommender_pb2_grpc as pb_grpc
+
+log = logging.getLogger("ranker_svc")
+MAX_ID_LEN = 512
+MAX_EXCLUDE = 10_000
+
+
+def validate(request: pb.RecommendRequest, max_k: int) -> str | None:
+    """The first problem with a request, as a message naming the field, or None."""
+    if not request.user_id:
+        return "user_id must be non-empty"
+    if len(request.user_id) > MAX_ID_LEN:
+        return f"user_id must be at most {MAX_ID_LEN} characters"
+    if request.k < 1 or request.k > max_k:
+        return f"k must be between 1 and {max_k}, got {request.k}"
+    if request.HasField("diversity_lambda"):
+        lam = request.diversity_lambda
+        if math.isnan(lam) or not 0.0 <= lam <= 1.0:
+            return f"diversity_lambda must be in [0, 1], got {lam}"
+    if len(request.exclude_item_ids) > MAX_EXCLUDE:
+        return f"exclude_item_ids: at most {MAX_EXCLUDE} ids, got {len(request.exclude_item_ids)}"
+    if any(not x for x in request.exclude_item_ids):
+        return "exclude_item_ids must not contain empty ids"
+    return None
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, models: ModelSet, channels: Channels, settings: RankerSettings):
+        self.models = models
+        self.channels = channels
+        self.settings = settings
+        self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, max_history=settings.max_history,
+                                       diversity_lambda=settings.diversity_lambda, mmr_pool=settings.mmr_pool)
+
+    async def Recommend(self, request: pb.RecommendRequest, context: aio.ServicerContext) -> pb.RecommendResponse:
+        problem = validate(request, self.settings.max_k)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        try:
+            model = self.models.get(request.model_version)
+        except UnknownModelVersion:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model_version {request.model_version!r} is not loaded "
+                                f"(loaded: {', '.join(self.models.versions())})")
+        request_id = request.request_id or uuid.uuid4().hex
+        dep_timeout = self.settings.dependency_timeout_ms / 1000.0
+
+        def timeout() -> float:
+            remaining = context.time_remaining()
+            return dep_timeout if remaining is None else max(0.001, min(dep_timeout, remaining))
+
+        params = RecommendParams(
+            user_id=request.user_id, k=request.k,
+            diversity_lambda=request.diversity_lambda if request.HasField("diversity_lambda") else None,
+            exclude=list(request.exclude_item_ids), attributes=dict(request.user_attributes),
+            include_seen=request.include_seen, explain=request.explain, model_version=model.version)
+        try:
+            rec = await recommend(params, model, RemoteFeatureSource(self.channels, timeout),
+                                  RemoteCandidateSource(self.channels, timeout), self.pipeline)
+        except DependencyError as exc:
+            log.warning("request %s: %s", request_id, exc)
+            await context.abort(exc.code, str(exc))
+        for stage, seconds in rec.timings.items():
+            STAGE_LATENCY.labels(stage).observe(seconds)
+        outcome = "fallback" if rec.fallback else "empty" if not rec.items else "ok"
+        RECOMMEND_RESULTS.labels(outcome).inc()
+        if rec.cold_start:
+            RECOMMEND_RESULTS.labels("cold_start").inc()
+        resp = pb.RecommendResponse(request_id=request_id, model_version=rec.model_version,
+                                    cold_start=rec.cold_start, fallback=rec.fallback,
+                                    diversity_lambda=rec.diversity_lambda)
+        for it in rec.items:
+            msg = resp.items.add(item_id=it.item_id, score=it.score, sources=it.sources, title=it.title,
+                                 categories=it.categories)
+            for feature, value, contribution in it.contributions:
+                msg.contributions.add(feature=feature, value=value, contribution=contribution)
+        return resp
+
+
+async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
+    if not settings.bundle:
+        raise SystemExit("ranker_svc: --bundle (or RECSYS_BUNDLE) is required")
+    models = ModelSet()
+    for b in settings.bundle:
+        await asyncio.to_thread(models.load, Path(b))
+    if settings.default_version:
+        models.set_default(settings.default_version)
+    channels = Channels(settings.feature_addr, settings.candidate_addr)
+    server = Server(settings.host, settings.port, settings.metrics_port)
+    server.add(pb_grpc.add_RecommenderServicer_to_server, RecommenderServicer(models, channels, settings),
+               "recsys.v1.Recommender")
+    await server.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await server.serve()
+    finally:
+        await channels.close()

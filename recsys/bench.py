@@ -1,0 +1,119 @@
+"""`make bench`: Recommend latency and throughput through the three services on loopback, per-stage
+times scraped from the services' own Prometheus metrics, and process memory. Prints and writes JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from recsys.bundle import BundleError, read_metadata
+from recsys.cluster import Cluster, start_cluster
+from recsys.data.spec import load_dataset
+from recsys.latency import concurrent, sequential, summarize
+from recsys.training.config import TrainConfig
+from recsys.training.trainer import train
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def mean_by_label(samples: dict, metric: str, label: str) -> dict[str, float]:
+    """Mean of a histogram per value of `label`, in milliseconds."""
+    sums = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_sum" and label in dict(k[1])}
+    counts = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_count" and label in dict(k[1])}
+    return {key: 1000.0 * sums[key] / counts[key] for key in sums if counts.get(key)}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def ensure_bundle(args: argparse.Namespace, console: Console) -> tuple[Path, list[str]]:
+    spec = f"synthetic:users={args.users},items={args.items},interactions={args.interactions},seed=11"
+    bundle = Path(args.workdir) / f"bench-{args.items}"
+    ds = None
+    try:
+        if read_metadata(bundle).dataset != spec:
+            raise BundleError("different dataset")
+        console.print(f"reusing bundle {bundle} ({spec})")
+    except BundleError:
+        console.print(f"training a bundle on {spec}")
+        ds = load_dataset(spec)
+        t0 = time.time()
+        train(ds, bundle, TrainConfig(), dataset_spec=spec)
+        console.print(f"trained in {time.time() - t0:.0f}s")
+    users = [f"u{i}" for i in range(args.users)]
+    if ds is not None:
+        users = [str(u) for u in ds.interactions["user_id"].unique()]
+    else:
+        from recsys.feature_tables import FeatureTables
+        users = FeatureTables.load(bundle / "features").user_ids.tolist()
+    return bundle, users
+
+
+def stage_report(cluster: Cluster) -> dict[str, float]:
+    ranker = scrape(cluster.services["ranker_svc"].metrics_port)
+    stages = mean_by_label(ranker, "recsys_stage_duration_seconds", "stage")
+    for name in ("candidate_svc", "feature_svc"):
+        rpc = mean_by_label(scrape(cluster.services[name].metrics_port), "grpc_server_handling_seconds",
+                            "grpc_method")
+        for method, ms in rpc.items():
+            if method not in ("Check", "ServerReflectionInfo"):
+                stages[f"{name}.{method} (server side)"] = ms
+    return stages
+
+
+def run_bench(args: argparse.Namespace, console: Console) -> int:
+    bundle, users = ensure_bundle(args, console)
+    rng = random.Random(0)
+    with start_cluster(bundle, port=0, index=args.index) as cluster:
+        seq_users = [rng.choice(users) for _ in range(args.requests)]
+        sequential(cluster.target, seq_users[:50])  # warm-up
+        lat, seq_errors = sequential(cluster.target, seq_users)
+        single = summarize(lat) | {"errors": seq_errors}
+        single["throughput_rps"] = single["n"] / sum(lat) if lat else 0.0
+        stages = stage_report(cluster)
+        load = concurrent(cluster.target, [rng.choice(users) for _ in range(5000)],
+                          concurrency=args.concurrency, duration=args.duration)
+        memory = {name: rss_mb(s.proc.pid) for name, s in cluster.services.items()}
+    meta = read_metadata(bundle)
+    result = {
+        "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
+    }
+    table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
+    for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):
+        table.add_column(col, justify="right")
+    for name, r in (("single client", single), (f"{load['concurrency']} in flight", load)):
+        table.add_row(name, str(r["n"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}",
+                      f"{r['throughput_rps']:.0f}", str(r["errors"]))
+    console.print(table)
+    st = Table(title="mean time per stage (single-client run)")
+    st.add_column("stage")
+    st.add_column("ms", justify="right")
+    for k, v in stages.items():
+        st.add_row(k, f"{v:.2f}")
+    console.print(st)
+    console.print("RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    console.print(f"wrote {args.json}")
+    return 0 if single["errors"] == 0 and load["errors"] == 0 else 1

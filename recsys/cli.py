@@ -1,0 +1,207 @@
+"""The `recsys` command: train, serve, query, evaluate, benchmark and demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _load(spec: str):
+    from recsys.data import DatasetError
+    from recsys.data.spec import load_dataset
+
+    try:
+        return load_dataset(spec)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from exc
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recsys.training.config import TrainConfig
+    from recsys.training.trainer import train
+
+    cfg = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
+    if args.seed is not None:
+        cfg.seed = args.seed
+    t0 = time.time()
+    with console.status(f"loading {args.dataset}"):
+        ds = _load(args.dataset)
+    console.print(f"dataset {ds.name}: {len(ds.interactions):,} interactions, "
+                  f"{ds.interactions['user_id'].nunique():,} users, {ds.interactions['item_id'].nunique():,} items")
+    for note in ds.notes:
+        console.print(f"  cleaning: {note}")
+    meta = train(ds, Path(args.out), cfg, dataset_spec=args.dataset)
+    table = Table(title=f"bundle {meta.version} -> {args.out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in sorted(meta.metrics.items()):
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"trained in {time.time() - t0:.1f}s")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from recsys.cluster import start_cluster
+
+    with console.status("starting feature_svc, candidate_svc, ranker_svc"):
+        cluster = start_cluster([Path(b) for b in args.bundle], args.port, storage=args.storage, index=args.index)
+    for svc in cluster.services.values():
+        console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
+                      f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
+    console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything.")
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stopping:
+            dead = [s for s in cluster.services.values() if s.proc.poll() is not None]
+            if dead:
+                console.print(f"[red]{dead[0].name} exited ({dead[0].proc.returncode}); stopping[/red]")
+                console.print(dead[0].log_tail())
+                cluster.stop()
+                return 1
+            time.sleep(0.2)
+    finally:
+        cluster.stop()
+    console.print("stopped")
+    return 0
+
+
+def print_recommendations(resp, title: str) -> None:
+    table = Table(title=title, caption=f"model {resp.model_version} · λ={resp.diversity_lambda:.2f}"
+                  + (" · cold start" if resp.cold_start else "") + (" · FALLBACK" if resp.fallback else ""))
+    for col, justify in (("#", "right"), ("item", "left"), ("title", "left"), ("categories", "left"),
+                         ("score", "right"), ("sources", "left")):
+        table.add_column(col, justify=justify)
+    for i, it in enumerate(resp.items, 1):
+        table.add_row(str(i), it.item_id, it.title, ", ".join(it.categories), f"{it.score:.3f}", ",".join(it.sources))
+    console.print(table)
+    for i, it in enumerate(resp.items, 1):
+        if it.contributions:
+            parts = ", ".join(f"{c.feature}={c.value:.3g} ({c.contribution:+.3f})" for c in it.contributions[:5])
+            console.print(f"  {i:>2} {it.item_id}: {parts}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import grpc
+
+    from recsys.client import RecommenderClient
+
+    attrs = dict(a.split("=", 1) for a in args.attr)
+    fields = {"explain": args.explain, "exclude_item_ids": args.exclude, "user_attributes": attrs}
+    if args.diversity is not None:
+        fields["diversity_lambda"] = args.diversity
+    with RecommenderClient(args.target) as client:
+        try:
+            resp = client.recommend(args.user, args.k, timeout=args.timeout, **fields)
+        except grpc.RpcError as exc:
+            console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+            return 1
+    print_recommendations(resp, f"top {args.k} for user {args.user}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recsys.demo import run_demo
+
+    return run_demo(Path(args.workdir), console)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from recsys.bench import run_bench
+
+    return run_bench(args, console)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from recsys.evaluation.runner import run_eval
+
+    return run_eval(args, console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys", description="Recommendation serving stack.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model bundle")
+    t.add_argument("--dataset", required=True,
+                   help="synthetic[:k=v,...] | movielens-100k:PATH | movielens:PATH | canonical directory")
+    t.add_argument("--out", required=True, help="bundle directory to write")
+    t.add_argument("--config", help="training config (YAML/JSON), e.g. the output of `recsys tune`")
+    t.add_argument("--seed", type=int)
+    t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("up", help="start the three services on loopback")
+    u.add_argument("--bundle", required=True, action="append", help="bundle directory (repeat for more versions)")
+    u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
+    u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
+    u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
+    u.set_defaults(func=cmd_up)
+
+    r = sub.add_parser("recommend", help="call Recommend and print a table")
+    r.add_argument("--user", required=True)
+    r.add_argument("--k", type=int, default=10)
+    r.add_argument("--target", default="127.0.0.1:50051")
+    r.add_argument("--explain", action="store_true")
+    r.add_argument("--diversity", type=float, help="MMR λ in [0, 1] (1 = relevance only)")
+    r.add_argument("--exclude", action="append", default=[], help="item id to exclude (repeatable)")
+    r.add_argument("--attr", action="append", default=[], help="user attribute key=value for new users")
+    r.add_argument("--timeout", type=float, default=5.0)
+    r.set_defaults(func=cmd_recommend)
+
+    d = sub.add_parser("demo", help="train on synthetic data, start the stack, show recommendations")
+    d.add_argument("--workdir", default="bundles")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="latency and throughput of Recommend through the three services")
+    b.add_argument("--items", type=int, default=100_000)
+    b.add_argument("--users", type=int, default=20_000)
+    b.add_argument("--interactions", type=int, default=1_000_000)
+    b.add_argument("--requests", type=int, default=1000, help="sequential requests (single client)")
+    b.add_argument("--concurrency", type=int, default=16, help="in-flight requests for the throughput run")
+    b.add_argument("--duration", type=float, default=20.0, help="seconds of the throughput run")
+    b.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
+    b.add_argument("--json", default="bench.json")
+    b.add_argument("--workdir", default="bundles")
+    b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--protocol", default="msr", choices=["msr", "temporal"])
+    e.add_argument("--k", type=int, default=10)
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--config", help="training config (YAML/JSON)")
+    e.add_argument("--json", help="write the results as JSON")
+    e.add_argument("--report", help="directory for a report with plots")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

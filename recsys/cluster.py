@@ -1,0 +1,138 @@
+"""Start the three services as separate processes on loopback and wait until all report SERVING.
+
+Used by `recsys up`, `recsys demo`, `recsys bench` and the integration tests, so each of them runs the
+real services exactly as a deployment would (one process per service, talking gRPC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(address: str, timeout: float, proc: subprocess.Popen | None = None, name: str = "") -> None:
+    """Poll grpc.health.v1 until SERVING; fail fast if the process exits."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name or address} exited with code {proc.returncode} during start-up")
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name or address} not healthy after {timeout:.0f}s")
+            time.sleep(0.2)
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    metrics_port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Cluster:
+    """The running services. `stop()` terminates them (SIGTERM, then SIGKILL after a grace period)."""
+
+    services: dict[str, Service] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return self.services["ranker_svc"].address
+
+    def stop(self, grace: float = 10.0) -> None:
+        for svc in self.services.values():
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for svc in self.services.values():
+            try:
+                svc.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                svc.proc.wait()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_cluster(bundle: Path | list[Path], port: int = 50051, *, feature_port: int = 0, candidate_port: int = 0,
+                  metrics: bool = True, storage: str = "embedded://", index: str = "exact",
+                  extra: dict[str, list[str]] | None = None, timeout: float = 120.0,
+                  log_dir: Path | None = None) -> Cluster:
+    """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port)."""
+    bundles = [Path(b).resolve() for b in (bundle if isinstance(bundle, list) else [bundle])]
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="recsys-cluster-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    extra = extra or {}
+    cluster = Cluster(log_dir=log_dir)
+    ports = {"feature_svc": feature_port or free_port(), "candidate_svc": candidate_port or free_port(),
+             "ranker_svc": port or free_port()}
+    args = {
+        "feature_svc": ["--bundle", str(bundles[0]), "--storage", storage],
+        "candidate_svc": ["--bundle", str(bundles[0]), "--index", index],
+        "ranker_svc": [x for b in bundles for x in ("--bundle", str(b))] + [
+            "--feature-addr", f"127.0.0.1:{ports['feature_svc']}",
+            "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}"],
+    }
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    try:
+        for name in ("feature_svc", "candidate_svc", "ranker_svc"):
+            mport = free_port() if metrics else 0
+            log_path = log_dir / f"{name}.log"
+            cmd = [sys.executable, "-m", name, "--host", "127.0.0.1", "--port", str(ports[name]),
+                   "--metrics-port", str(mport), *args[name], *extra.get(name, [])]
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+            cluster.services[name] = Service(name, ports[name], mport, proc, log_path)
+        for svc in cluster.services.values():
+            try:
+                wait_healthy(svc.address, timeout, svc.proc, svc.name)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}\n--- {svc.name} log ---\n{svc.log_tail()}") from exc
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cluster.stop(grace=3)
+        raise
+    return cluster

@@ -1,0 +1,82 @@
+"""The in-memory form of a dataset that every importer produces and every trainer consumes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Implicit-feedback strength of each event type. A rating's strength comes from its value instead.
+EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    "like": 4.0,
+    "share": 4.0,
+    "rating": 1.0,
+}
+
+INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "event", "value"]
+
+
+class DatasetError(ValueError):
+    """A dataset file is malformed. The message names the file, and the line and column when known."""
+
+    def __init__(self, path: str, message: str, line: int | None = None, column: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if column is not None:
+            where += f" (column {column!r})"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+        self.column = column
+
+
+@dataclass
+class Dataset:
+    """Interactions plus optional item and user metadata, all ids as strings.
+
+    interactions: columns user_id (str), item_id (str), timestamp (int64 unix seconds),
+        event (str), value (float64; the rating for event == "rating", else 1.0 unless given).
+    items: item_id (str), title (str), categories (list[str]), plus numeric feature columns.
+    users: user_id (str) plus attribute columns (str).
+    """
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None
+    name: str = "dataset"
+    notes: list[str] = field(default_factory=list)  # what cleaning did, for the bundle metadata
+
+    def fingerprint(self) -> str:
+        """A stable hash of the interactions (and metadata ids), recorded in model bundles."""
+        h = hashlib.sha256()
+        cols = self.interactions[["user_id", "item_id", "timestamp"]]
+        h.update(pd.util.hash_pandas_object(cols, index=False).values.tobytes())
+        if self.items is not None:
+            h.update(pd.util.hash_pandas_object(self.items["item_id"], index=False).values.tobytes())
+        if self.users is not None:
+            h.update(pd.util.hash_pandas_object(self.users["user_id"], index=False).values.tobytes())
+        return h.hexdigest()[:16]
+
+    def weights(self) -> np.ndarray:
+        """Implicit confidence per interaction: the event strength, or the rating for ratings."""
+        ev = self.interactions["event"].map(EVENT_WEIGHTS).fillna(1.0).to_numpy(dtype=np.float64)
+        is_rating = (self.interactions["event"] == "rating").to_numpy()
+        val = self.interactions["value"].to_numpy(dtype=np.float64)
+        return np.where(is_rating, val, ev)
+
+    def subset(self, mask: np.ndarray, name: str | None = None) -> Dataset:
+        """The same dataset restricted to the interactions selected by a boolean mask."""
+        return Dataset(
+            interactions=self.interactions[mask].reset_index(drop=True),
+            items=self.items,
+            users=self.users,
+            name=name or self.name,
+            notes=list(self.notes),
+        )

@@ -1,0 +1,62 @@
+"""The serving stack in one process: the same storage, generator and pipeline code, minus gRPC.
+
+Training uses it for validation metrics and `recsys eval` for test metrics, so offline numbers measure
+exactly what the services would return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from feature_svc.storage.embedded import EmbeddedStorage
+from recsys.feature_tables import FeatureTables
+from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
+from recsys.pipeline.model import ServingModel
+from recsys.pipeline.recommend import PipelineConfig, recommend
+from recsys.pipeline.types import Recommendation, RecommendParams
+from recsys.retrieval.artifacts import RetrievalArtifacts
+from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+
+
+class OfflineStack:
+    def __init__(self, art: RetrievalArtifacts, tables: FeatureTables, model: ServingModel,
+                 pipeline: PipelineConfig | None = None, generator: GeneratorConfig | None = None):
+        self.storage = EmbeddedStorage()
+        self.storage.load(tables)
+        self.pipeline = pipeline or PipelineConfig()
+        gen_cfg = generator or GeneratorConfig(n=self.pipeline.n_candidates)
+        self.generator = CandidateGenerator(art, gen_cfg)
+        self.features = LocalFeatureSource(self.storage)
+        self.candidates = LocalCandidateSource(self.generator, model.version)
+        self.model = model
+
+    @classmethod
+    def from_bundle(cls, bundle: Path, pipeline: PipelineConfig | None = None) -> OfflineStack:
+        bundle = Path(bundle)
+        return cls(RetrievalArtifacts.load(bundle / "retrieval"), FeatureTables.load(bundle / "features"),
+                   ServingModel.load(bundle), pipeline)
+
+    def recommend_many(self, user_ids: Iterable[str], k: int, diversity_lambda: float | None = None,
+                       progress=None) -> dict[str, Recommendation]:
+        """Recommendations for many users, through the serving pipeline."""
+
+        async def run() -> dict[str, Recommendation]:
+            out = {}
+            for u in user_ids:
+                params = RecommendParams(user_id=u, k=k, diversity_lambda=diversity_lambda)
+                out[u] = await recommend(params, self.model, self.features, self.candidates, self.pipeline)
+                if progress is not None:
+                    progress()
+            return out
+
+        return asyncio.run(run())
+
+    def with_lambda(self, lam: float) -> OfflineStack:
+        """The same stack with another default MMR λ (shares all loaded state)."""
+        other = object.__new__(OfflineStack)
+        other.__dict__.update(self.__dict__)
+        other.pipeline = replace(self.pipeline, diversity_lambda=lam)
+        return other

@@ -1,0 +1,84 @@
+"""Plain data passed between pipeline stages, independent of gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class UserView:
+    user_id: str
+    found: bool
+    feature_names: list[str]
+    values: np.ndarray
+    history: list[str]                 # oldest first
+    attributes: dict[str, str]
+
+
+@dataclass
+class ItemView:
+    item_id: str
+    found: bool
+    values: np.ndarray
+    categories: list[str]
+    title: str
+
+
+@dataclass
+class CandidateList:
+    item_ids: list[str]
+    score_names: list[str]
+    scores: np.ndarray                 # float32 [n, len(score_names)]
+    sources: list[list[str]]
+    model_version: str = ""
+
+
+@dataclass
+class RecommendParams:
+    user_id: str
+    k: int
+    diversity_lambda: float | None = None
+    exclude: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    include_seen: bool = False
+    explain: bool = False
+    model_version: str = ""
+
+
+@dataclass
+class RankedItem:
+    item_id: str
+    score: float
+    sources: list[str]
+    title: str = ""
+    categories: list[str] = field(default_factory=list)
+    contributions: list[tuple[str, float, float]] = field(default_factory=list)  # feature, value, contrib
+
+
+@dataclass
+class Recommendation:
+    items: list[RankedItem]
+    model_version: str
+    cold_start: bool
+    fallback: bool
+    diversity_lambda: float
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    candidate_counts: dict[str, int] = field(default_factory=dict)  # source -> candidates proposed
+
+
+class FeatureSource(Protocol):
+    """Where the pipeline reads features: feature_svc over gRPC, or a storage backend in-process."""
+
+    async def get_user(self, user_id: str, max_history: int) -> UserView: ...
+
+    async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]: ...
+
+
+class CandidateSource(Protocol):
+    """Where the pipeline gets candidates: candidate_svc over gRPC, or a generator in-process."""
+
+    async def retrieve(self, user_id: str, history: list[str], exclude: list[str], n: int,
+                       attributes: dict[str, str], include_seen: bool) -> CandidateList: ...

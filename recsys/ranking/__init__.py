@@ -1,0 +1,1 @@
+"""Ranking: feature assembly, the LightGBM ranker and MMR diversity re-ranking, shared by serving and eval."""

@@ -1,0 +1,71 @@
+"""Assembles the ranker's feature matrix for one request from what the ranker fetched.
+
+The same function builds training rows and serving rows, so the model never sees a feature computed
+two different ways. Columns are addressed by name: a model picks the ones it was trained on, and a
+feature the store does not (yet) provide is NaN, which LightGBM treats as missing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RankingInputs:
+    user_feature_names: list[str]
+    user_values: np.ndarray            # float32 [Fu]
+    history_categories: list[list[str]]  # categories of the user's recent history items
+    history_embedding: np.ndarray | None  # mean unit embedding of the recent history, or None
+    history_len: int
+    score_names: list[str]
+    candidate_scores: np.ndarray       # float32 [n, S] from candidate retrieval
+    item_feature_names: list[str]
+    item_values: np.ndarray            # float32 [n, Fi] from the feature store
+    item_categories: list[list[str]]
+    item_embeddings: np.ndarray | None  # unit embeddings [n, d], or None
+
+
+def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
+    """Named feature columns, each of length n (the number of candidates)."""
+    n = inp.candidate_scores.shape[0]
+    cols: dict[str, np.ndarray] = {}
+    for j, name in enumerate(inp.score_names):
+        cols[name] = inp.candidate_scores[:, j]
+    for j, name in enumerate(inp.item_feature_names):
+        cols[name] = inp.item_values[:, j]
+    for j, name in enumerate(inp.user_feature_names):
+        cols[name] = np.full(n, inp.user_values[j], dtype=np.float32)
+    cols["history_len"] = np.full(n, inp.history_len, dtype=np.float32)
+
+    # How much of the user's recent history shares each candidate's categories.
+    counts = Counter(c for cats in inp.history_categories for c in cats)
+    total = max(1, len(inp.history_categories))
+    aff_sum = np.zeros(n, dtype=np.float32)
+    aff_max = np.zeros(n, dtype=np.float32)
+    for i, cats in enumerate(inp.item_categories):
+        if cats:
+            shares = [counts.get(c, 0) / total for c in cats]
+            aff_sum[i] = sum(shares) / len(cats)
+            aff_max[i] = max(shares)
+    cols["category_affinity"] = aff_sum
+    cols["category_affinity_max"] = aff_max
+    cols["item_n_categories"] = np.array([len(c) for c in inp.item_categories], dtype=np.float32)
+
+    if inp.history_embedding is not None and inp.item_embeddings is not None:
+        cols["embedding_similarity"] = (inp.item_embeddings @ inp.history_embedding).astype(np.float32)
+    else:
+        cols["embedding_similarity"] = np.full(n, np.nan, dtype=np.float32)
+    return cols
+
+
+def to_matrix(cols: dict[str, np.ndarray], feature_names: list[str], n: int) -> np.ndarray:
+    """The model's input matrix: its features in its order, NaN for any the request lacks."""
+    out = np.full((n, len(feature_names)), np.nan, dtype=np.float32)
+    for j, name in enumerate(feature_names):
+        col = cols.get(name)
+        if col is not None:
+            out[:, j] = col
+    return out

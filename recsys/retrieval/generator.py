@@ -1,0 +1,169 @@
+"""Multi-source candidate generation: ALS+FAISS, item-to-item, popular, user segment and content (cold items).
+
+Every source proposes a ranked list; lists are merged under per-source quotas, deduplicated and filtered
+(seen and excluded items). Each merged candidate then gets the scores of *all* sources, so the ranker
+sees the full picture whichever source proposed it. candidate_svc and training both call `retrieve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.retrieval.als import FoldIn
+from recsys.retrieval.ann import build_index, search
+from recsys.retrieval.artifacts import RetrievalArtifacts
+
+SOURCES = ("als", "i2i", "popular", "segment", "content")
+SCORE_NAMES = ("als_score", "als_rank", "i2i_score", "i2i_rank", "pop_score", "segment_score",
+               "content_score", "n_sources")
+
+# Share of the candidate budget each source gets; what a source cannot fill goes to the others.
+DEFAULT_QUOTAS = {"als": 0.4, "i2i": 0.4, "popular": 0.1, "segment": 0.05, "content": 0.05}
+COLD_USER_QUOTAS = {"popular": 0.5, "segment": 0.5}
+
+
+@dataclass
+class Candidates:
+    items: np.ndarray                 # int item indices into RetrievalArtifacts.item_ids
+    scores: np.ndarray                # float32 [n, len(SCORE_NAMES)]
+    sources: np.ndarray               # uint8 bitmask [n], bit i = SOURCES[i] proposed the item
+
+    def source_names(self, row: int) -> list[str]:
+        mask = int(self.sources[row])
+        return [s for i, s in enumerate(SOURCES) if mask >> i & 1]
+
+
+@dataclass
+class GeneratorConfig:
+    n: int = 300
+    index: str = "exact"              # exact | hnsw | ivf
+    quotas: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    recent_history: int = 500         # history items that drive item-to-item and content scores
+
+
+class CandidateGenerator:
+    def __init__(self, art: RetrievalArtifacts, config: GeneratorConfig | None = None):
+        self.art = art
+        self.config = config or GeneratorConfig()
+        self.n_items = len(art.item_ids)
+        self.index_of = {item: i for i, item in enumerate(art.item_ids.tolist())}
+        self.fold_in = FoldIn(art.item_factors, art.als.regularization, art.als.alpha)
+        self.index = build_index(art.item_factors, self.config.index)
+        self.pop_order = np.argsort(-art.popularity, kind="stable")
+        self.segment_of = {name: i for i, name in enumerate(art.segment_names)}
+        self.cold_items = np.flatnonzero(art.cold)
+        self.cold_categories = art.item_categories[self.cold_items].tocsr()
+
+    # -- id mapping ---------------------------------------------------------------------------------
+    def indices(self, item_ids: list[str]) -> np.ndarray:
+        """Indices of known items, in order; unknown ids are skipped (new items not yet in the model)."""
+        get = self.index_of.get
+        return np.array([i for i in (get(x) for x in item_ids) if i is not None], dtype=np.int64)
+
+    # -- the sources --------------------------------------------------------------------------------
+    def _segment_scores(self, attributes: dict[str, str]) -> np.ndarray | None:
+        rows = [self.segment_of[f"{k}={v}"] for k, v in attributes.items() if f"{k}={v}" in self.segment_of]
+        if not rows:
+            return None
+        return np.asarray(self.art.segments[rows].sum(axis=0)).ravel() / len(rows)
+
+    def retrieve(self, history: np.ndarray, attributes: dict[str, str] | None = None, n: int | None = None,
+                 exclude: np.ndarray | None = None, include_seen: bool = False) -> Candidates:
+        """Candidates for a user given their item history (indices, oldest first)."""
+        n = n or self.config.n
+        banned = np.zeros(self.n_items, dtype=bool)
+        if exclude is not None and len(exclude):
+            banned[exclude] = True
+        if not include_seen and len(history):
+            banned[history] = True
+        recent = history[-self.config.recent_history:]
+        cold_user = len(history) == 0
+        quotas = COLD_USER_QUOTAS if cold_user else self.config.quotas
+        budget = {s: int(round(q * n)) for s, q in quotas.items()}
+        depth = n + int(banned.sum())
+
+        lists: dict[str, np.ndarray] = {}
+        user_vec = self.fold_in.user_vector(history)
+        i2i = np.zeros(self.n_items, dtype=np.float32)
+        profile = np.zeros(self.art.item_categories.shape[1], dtype=np.float32)
+        if not cold_user:
+            lists["als"], _ = search(self.index, user_vec, depth)
+            i2i = np.asarray(self.art.neighbors[recent].sum(axis=0), dtype=np.float32).ravel()
+            top = np.argpartition(-i2i, min(depth, self.n_items - 1))[:depth]
+            top = top[i2i[top] > 0]
+            lists["i2i"] = top[np.argsort(-i2i[top], kind="stable")]
+            profile = np.asarray(self.art.item_categories[recent].sum(axis=0), dtype=np.float32).ravel()
+            profile /= max(1.0, float(len(recent)))
+            if len(self.cold_items):
+                cscore = self.cold_categories @ profile
+                order = np.argsort(-cscore, kind="stable")[:depth]
+                lists["content"] = self.cold_items[order[cscore[order] > 0]]
+        lists["popular"] = self.pop_order[:depth]
+        seg = self._segment_scores(attributes or {})
+        if seg is not None:
+            top = np.flatnonzero(seg > 0)
+            lists["segment"] = top[np.argsort(-seg[top], kind="stable")][:depth]
+
+        items, mask = self._merge(lists, budget, banned, n)
+        scores = np.full((len(items), len(SCORE_NAMES)), np.nan, dtype=np.float32)
+        if len(items):
+            scores[:, 0] = self.art.item_factors[items] @ user_vec if not cold_user else np.nan
+            scores[:, 1] = _rank_in(lists.get("als"), items)
+            scores[:, 2] = i2i[items]
+            scores[:, 3] = _rank_in(lists.get("i2i"), items)
+            scores[:, 4] = self.art.popularity[items]
+            scores[:, 5] = seg[items] if seg is not None else np.nan
+            scores[:, 6] = self.art.item_categories[items] @ profile
+            scores[:, 7] = np.unpackbits(mask[:, None], axis=1).sum(axis=1)
+        return Candidates(items=items, scores=scores, sources=mask)
+
+    def _merge(self, lists: dict[str, np.ndarray], budget: dict[str, int], banned: np.ndarray,
+               n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Quota-then-interleave merge of the source lists, skipping banned items and duplicates."""
+        taken = banned.copy()
+        chosen: list[np.ndarray] = []
+        bits: dict[int, int] = {}
+        clean = {s: lst[~banned[lst]] for s, lst in lists.items()}
+        for s, lst in clean.items():
+            b = 1 << SOURCES.index(s)
+            for i in lst.tolist():
+                bits[i] = bits.get(i, 0) | b
+        for s in SOURCES:  # first pass: each source up to its quota
+            if s not in clean:
+                continue
+            lst = clean[s]
+            fresh = lst[~taken[lst]][: budget.get(s, 0)]
+            taken[fresh] = True
+            chosen.append(fresh)
+        total = sum(len(c) for c in chosen)
+        rest = {s: lst[~taken[lst]] for s, lst in clean.items()}
+        depth = 0
+        while total < n and any(depth < len(lst) for lst in rest.values()):
+            for s in SOURCES:  # second pass: interleave what is left, by rank
+                lst = rest.get(s)
+                if lst is None or depth >= len(lst) or total >= n:
+                    continue
+                i = lst[depth]
+                if not taken[i]:
+                    taken[i] = True
+                    chosen.append(np.array([i]))
+                    total += 1
+            depth += 1
+        items = np.concatenate(chosen)[:n].astype(np.int64) if chosen else np.zeros(0, np.int64)
+        mask = np.array([bits.get(i, 0) for i in items.tolist()], dtype=np.uint8)
+        return items, mask
+
+
+def _rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:
+    """1-based rank of each item in a source's ranked list, NaN where the source did not return it."""
+    out = np.full(len(items), np.nan, dtype=np.float32)
+    if ranked is None or not len(ranked):
+        return out
+    pos = {int(x): r + 1 for r, x in enumerate(ranked.tolist())}
+    for j, x in enumerate(items.tolist()):
+        r = pos.get(x)
+        if r is not None:
+            out[j] = r
+    return out

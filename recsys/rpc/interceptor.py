@@ -1,0 +1,45 @@
+"""A server interceptor recording RED metrics for every unary RPC (go-grpc-prometheus names)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from grpc import aio
+
+from recsys.metrics import GRPC_HANDLED, GRPC_LATENCY, GRPC_STARTED
+
+
+def _split(method: str) -> tuple[str, str]:
+    # "/recsys.v1.Recommender/Recommend" -> ("recsys.v1.Recommender", "Recommend")
+    _, service, name = method.split("/", 2)
+    return service, name
+
+
+class MetricsInterceptor(aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, method = _split(handler_call_details.method)
+        inner = handler.unary_unary
+
+        async def observed(request, context: aio.ServicerContext):
+            GRPC_STARTED.labels(service, method).inc()
+            t0 = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                response = await inner(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                GRPC_HANDLED.labels(service, method, name).inc()
+                GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - t0)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)

@@ -1,0 +1,88 @@
+"""Bootstrap of a service process: an asyncio gRPC server with grpc.health.v1, reflection and metrics,
+that drains in-flight calls on SIGTERM/SIGINT before exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from recsys.metrics import start_metrics_server
+from recsys.rpc.interceptor import MetricsInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+]
+
+
+class Server:
+    """One gRPC server: register servicers, then `serve()` until a signal (or `stop()`)."""
+
+    def __init__(self, host: str, port: int, metrics_port: int = 0):
+        self.server = aio.server(interceptors=[MetricsInterceptor()], options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.address = f"{host}:{port}"
+        self.metrics_port = metrics_port
+        self.service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        self.port = 0
+        self._stop = asyncio.Event()
+
+    def add(self, register: Callable[[object, aio.Server], None], servicer: object, service_name: str) -> None:
+        register(servicer, self.server)
+        self.service_names.append(service_name)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(self.service_names, self.server)
+        self.port = self.server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC server to {self.address}")
+        start_metrics_server(self.metrics_port)
+        await self.server.start()
+        await self.set_serving(True)
+        log.info("serving %s on port %d (metrics on %s)", ", ".join(self.service_names[2:]), self.port,
+                 self.metrics_port or "off")
+        return self.port
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self, grace: float = 5.0) -> None:
+        """Start, wait for SIGTERM/SIGINT or stop(), report NOT_SERVING, drain, exit."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        if not self.port:
+            await self.start()
+        await self._stop.wait()
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())
+
+
+def abort_code(exc: grpc.RpcError) -> grpc.StatusCode:
+    """The status to return when a downstream call failed: unreachable dependencies are UNAVAILABLE."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return code if code == grpc.StatusCode.DEADLINE_EXCEEDED else grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL

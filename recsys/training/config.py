@@ -1,0 +1,50 @@
+"""Training hyperparameters, loadable from a YAML/JSON file (`recsys train --config FILE`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from recsys.ranking.model import RankerParams
+from recsys.retrieval.als import ALSParams
+
+
+@dataclass
+class TrainConfig:
+    als: ALSParams = field(default_factory=ALSParams)
+    ranker: RankerParams = field(default_factory=RankerParams)
+    ease_reg: float = 400.0           # EASE L2 weight (item-to-item source on catalogs up to 12k items)
+    neighbors: int = 200              # item-to-item neighbours kept per item
+    cold_threshold: int = 5           # items with fewer interactions are "cold" (content source)
+    segment_top: int = 300            # items kept per user segment (attribute=value)
+    n_candidates: int = 300           # candidates per user, as served
+    label_fraction: float = 0.2       # share of each user's interactions held out as ranker labels
+    valid_fraction: float = 0.15      # share of ranker users used for early stopping and metrics
+    max_ranker_users: int = 6000      # cap on users that produce ranker training lists
+    diversity_lambda: float = 0.8     # MMR λ used for the validation metrics
+    seed: int = 42
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        raw = dict(raw)
+        if "als" in raw:
+            raw["als"] = ALSParams(**raw["als"])
+        if "ranker" in raw:
+            raw["ranker"] = RankerParams(**raw["ranker"])
+        return cls(**raw)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        text = Path(path).read_text()
+        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        return cls.from_dict(raw or {})

@@ -1,0 +1,196 @@
+"""`recsys train`: dataset -> versioned model bundle.
+
+1. Hold out a share of each user's interactions as ranker labels; the rest is the "history".
+2. Build stage-1 artifacts (retrieval models, feature tables) on the history only, so no label leaks
+   into a feature.
+3. Run the real candidate generator for a sample of users and label its candidates: the ranker
+   learns on exactly the candidate lists serving will produce.
+4. Train LightGBM LambdaRank with early stopping on a user-disjoint validation group.
+5. Measure the whole pipeline (candidates -> ranker -> MMR) on the validation users' held-out items.
+6. Rebuild stage-1 on all data for serving and write the bundle atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from feature_svc.storage.embedded import EmbeddedStorage
+from recsys.bundle import BundleMetadata, publish, staging_dir, write_metadata
+from recsys.data.schema import Dataset
+from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
+from recsys.evaluation.offline import OfflineStack
+from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
+from recsys.pipeline.model import ItemEmbeddings, ServingModel
+from recsys.pipeline.recommend import PipelineConfig
+from recsys.pipeline.stages import feature_columns
+from recsys.ranking.model import RankerModel, train_ranker
+from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.training.config import TrainConfig
+from recsys.training.stage1 import Vocab, build_stage1
+
+log = logging.getLogger(__name__)
+NOT_FEATURES = {"n_sources"}  # bookkeeping columns the ranker should not learn from
+
+
+def label_split(inter: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of label rows: a random `fraction` of each user's interactions (users with one
+    interaction keep it as history)."""
+    rng = np.random.default_rng(seed)
+    key = rng.random(len(inter))
+    users = inter["user_id"].to_numpy()
+    rank = pd.Series(key).groupby(users).rank(method="first").to_numpy() - 1
+    size = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()
+    return rank < np.floor(fraction * size)
+
+
+@dataclass
+class RankerData:
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    users: list[str]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), transient=False)
+
+
+def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: EmbeddedStorage,
+                       gen: CandidateGenerator, emb: ItemEmbeddings, pipe: PipelineConfig,
+                       progress: Progress | None) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray], list[str]]:
+    """Feature columns and labels of the candidate list the generator produces for each user."""
+    features, cands_src = LocalFeatureSource(storage), LocalCandidateSource(gen)
+    task = progress.add_task("ranker lists", total=len(users)) if progress else None
+
+    async def run():
+        cols_out, y_out, kept = [], [], []
+        for u in users:
+            # exactly the calls the serving pipeline makes, with the same history window
+            user = await features.get_user(u, pipe.max_history)
+            cands = await cands_src.retrieve(u, user.history, [], pipe.n_candidates, user.attributes, False)
+            names, views = await features.get_items(cands.item_ids + user.history[-pipe.recent_history:])
+            items, hist = views[: len(cands.item_ids)], views[len(cands.item_ids):]
+            y = np.array([x in labels[u] for x in cands.item_ids], dtype=np.float32)
+            if y.any() and not y.all():
+                cols_out.append(feature_columns(emb, user, cands, names, items, hist))
+                y_out.append(y)
+                kept.append(u)
+            if progress is not None:
+                progress.advance(task)
+        return cols_out, y_out, kept
+
+    return asyncio.run(run())
+
+
+def _stack(cols: list[dict[str, np.ndarray]], ys: list[np.ndarray], names: list[str], users: list[str]) -> RankerData:
+    x = np.concatenate([np.stack([c.get(n, np.full(len(y), np.nan, np.float32)) for n in names], axis=1)
+                        for c, y in zip(cols, ys, strict=True)]).astype(np.float32)
+    return RankerData(x=x, y=np.concatenate(ys), groups=np.array([len(y) for y in ys]), users=users)
+
+
+def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam: float) -> dict[str, float]:
+    recs = stack.recommend_many(list(labels), k, diversity_lambda=lam)
+    ndcg = [ndcg_at_k([i.item_id for i in recs[u].items], labels[u], k) for u in labels]
+    recall = [recall_at_k([i.item_id for i in recs[u].items], labels[u], k) for u in labels]
+    return {f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
+
+
+def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", parent: str | None = None,
+          show_progress: bool = True) -> BundleMetadata:
+    t0 = time.time()
+    out = Path(out)
+    progress = _progress() if show_progress else None
+    timings: dict[str, float] = {}
+    with progress or _null():
+        steps = progress.add_task("training", total=5) if progress else None
+
+        def step(name: str, started: float) -> float:
+            timings[name] = round(time.time() - started, 2)
+            if progress is not None:
+                progress.advance(steps)
+            return time.time()
+
+        t = time.time()
+        inter = ds.interactions
+        is_label = label_split(inter, cfg.label_fraction, cfg.seed)
+        hist_ds = ds.subset(~is_label, name=ds.name + ":history")
+        vocab = Vocab.of(ds)
+        art_h, tables_h, _ = build_stage1(hist_ds, cfg, vocab)
+        t = step("stage1_history", t)
+
+        label_df = inter[is_label]
+        labels = {u: set(g) for u, g in label_df.groupby("user_id")["item_id"]}
+        rng = np.random.default_rng(cfg.seed)
+        users = sorted(labels)
+        if len(users) > cfg.max_ranker_users:
+            users = sorted(rng.choice(users, cfg.max_ranker_users, replace=False).tolist())
+        rng.shuffle(users)
+        n_valid = max(1, int(len(users) * cfg.valid_fraction))
+        valid_users, train_users = users[:n_valid], users[n_valid:]
+
+        storage = EmbeddedStorage()
+        storage.load(tables_h)
+        gen = CandidateGenerator(art_h, GeneratorConfig(n=cfg.n_candidates))
+        emb = ItemEmbeddings.from_factors(art_h.item_ids, art_h.item_factors)
+        pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
+        cols, ys, kept = build_ranker_lists(train_users + valid_users, labels, storage, gen, emb, pipe, progress)
+        names = sorted({n for c in cols for n in c} - NOT_FEATURES)
+        is_valid = np.isin(kept, valid_users)
+        tr = _stack([c for c, v in zip(cols, is_valid, strict=True) if not v],
+                    [y for y, v in zip(ys, is_valid, strict=True) if not v], names, [])
+        va = _stack([c for c, v in zip(cols, is_valid, strict=True) if v],
+                    [y for y, v in zip(ys, is_valid, strict=True) if v], names, [])
+        t = step("ranker_lists", t)
+
+        ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
+        t = step("ranker", t)
+
+        # Whole-pipeline validation on held-out items of users the ranker never trained on.
+        version = BundleMetadata.new_version(time.time())
+        model_h = ServingModel(version=version, created=time.time(), ranker=ranker, embeddings=emb)
+        stack = OfflineStack(art_h, tables_h, model_h, pipe)
+        valid_labels = {u: labels[u] for u in valid_users}
+        metrics = dict(ranker.metrics)
+        for key, lam in (("valid", cfg.diversity_lambda), ("valid_no_diversity", 1.0)):
+            for m, v in evaluate_users(stack, valid_labels, 10, lam).items():
+                metrics[f"{key}_{m}"] = v
+        cand_recall = []
+        for u in valid_users:
+            hist = storage.get_users([u], pipe.max_history)[0].history
+            c = gen.retrieve(gen.indices(hist), n=cfg.n_candidates)
+            got = set(art_h.item_ids[c.items].tolist())
+            cand_recall.append(len(got & labels[u]) / len(labels[u]))
+        metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = float(np.mean(cand_recall))
+        t = step("validation", t)
+
+        art, tables, _ = build_stage1(ds, cfg, vocab)
+        meta = BundleMetadata(
+            version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,
+            params=cfg.to_dict() | {"neighbor_method": art.neighbor_method, "ranker_features": names},
+            metrics=metrics | {"train_seconds": round(time.time() - t0, 1)},
+            parent=parent, notes=list(ds.notes) + [f"timings: {timings}"])
+        tmp = staging_dir(out)
+        tables.save(tmp / "features")
+        art.save(tmp / "retrieval")
+        RankerModel(ranker.booster, names, ranker.metrics).save(tmp / "ranker")
+        write_metadata(tmp, meta)
+        publish(tmp, out)
+        step("serving_stage1", t)
+    return meta
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,42 @@
+"""Failure of a dependency surfaces as a clear UNAVAILABLE, fast; the Redis backend serves the same path."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from recsys.client import RecommenderClient
+from recsys.cluster import start_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("victim", ["feature_svc", "candidate_svc"])
+def test_dependency_down_is_unavailable(small_bundle, tmp_path, victim):
+    with start_cluster(small_bundle, port=0, metrics=False, log_dir=tmp_path) as c, \
+            RecommenderClient(c.target) as client:
+        assert len(client.recommend("some-user", 5).items) == 5
+        proc = c.services[victim].proc
+        proc.kill()
+        proc.wait()
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            client.recommend("some-user", 5, timeout=10)
+        assert time.monotonic() - t0 < 3.0  # a clear error, not a hang until the caller's deadline
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert victim in err.value.details()
+
+
+@pytest.mark.redis
+def test_cluster_on_redis_feature_store(small_bundle, small_dataset, redis_url, tmp_path):
+    inter = small_dataset.interactions
+    user = str(inter["user_id"].iloc[0])
+    seen = set(inter.loc[inter["user_id"] == user, "item_id"])
+    with start_cluster(small_bundle, port=0, metrics=False, storage=redis_url, log_dir=tmp_path) as c, \
+            RecommenderClient(c.target) as client:
+        resp = client.recommend(user, 10)
+        assert len(resp.items) == 10 and not resp.cold_start
+        assert not {it.item_id for it in resp.items} & seen
+        assert all(it.title for it in resp.items)

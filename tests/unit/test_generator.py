@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.retrieval.als import ALSParams, FoldIn
+from recsys.retrieval.artifacts import RetrievalArtifacts
+from recsys.retrieval.generator import SCORE_NAMES, SOURCES, CandidateGenerator, GeneratorConfig
+
+N = 12
+
+
+@pytest.fixture
+def art() -> RetrievalArtifacts:
+    rng = np.random.default_rng(0)
+    nb = np.zeros((N, N), np.float32)
+    nb[0, 1] = nb[0, 2] = 0.5
+    nb[1, 3] = 0.9
+    cats = np.zeros((N, 2), np.float32)
+    cats[:6, 0] = 1
+    cats[6:, 1] = 1
+    cold = np.zeros(N, bool)
+    cold[[10, 11]] = True
+    seg = np.zeros((1, N), np.float32)
+    seg[0, [7, 8]] = [1.0, 0.5]
+    return RetrievalArtifacts(
+        item_ids=np.array([f"i{i}" for i in range(N)]), item_factors=rng.normal(size=(N, 4)).astype(np.float32),
+        als=ALSParams(factors=4), neighbors=sp.csr_matrix(nb), neighbor_method="ease",
+        popularity=np.linspace(1, 0, N).astype(np.float32), item_categories=sp.csr_matrix(cats),
+        category_names=["x", "y"], cold=cold, segment_names=["age=30"], segments=sp.csr_matrix(seg))
+
+
+def test_history_and_exclusions_are_filtered(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=8))
+    c = gen.retrieve(np.array([0, 1]), exclude=np.array([3]))
+    assert len(c.items) == 8
+    assert not {0, 1, 3} & set(c.items.tolist())
+    assert len(set(c.items.tolist())) == len(c.items)
+    assert c.scores.shape == (8, len(SCORE_NAMES))
+
+
+def test_include_seen_keeps_history(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=N))
+    c = gen.retrieve(np.array([0, 1]), include_seen=True)
+    assert {0, 1} <= set(c.items.tolist())
+
+
+def test_item_to_item_scores_and_sources(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=N))
+    c = gen.retrieve(np.array([0, 1]))
+    row = c.items.tolist().index(3)
+    assert c.scores[row, SCORE_NAMES.index("i2i_score")] == pytest.approx(0.9)
+    assert "i2i" in c.source_names(row)
+    assert c.scores[row, SCORE_NAMES.index("i2i_rank")] == 1  # 3 is the best item-to-item candidate
+
+
+def test_cold_user_gets_popular_and_segment(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=4))
+    c = gen.retrieve(np.array([], dtype=np.int64), attributes={"age": "30"})
+    names = {s for i in range(len(c.items)) for s in c.source_names(i)}
+    assert names <= {"popular", "segment"} and "segment" in names
+    assert 7 in c.items.tolist()
+    assert np.isnan(c.scores[:, SCORE_NAMES.index("als_score")]).all()
+
+
+def test_content_source_proposes_cold_items_in_liked_categories(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=N, quotas={"content": 1.0}))
+    c = gen.retrieve(np.array([6, 7]))  # history in category y, where the cold items are
+    assert c.items[:2].tolist() == [10, 11]
+    assert all("content" in c.source_names(i) for i in range(2))
+
+
+def test_unknown_ids_are_skipped(art):
+    gen = CandidateGenerator(art)
+    assert gen.indices(["i3", "nope", "i0"]).tolist() == [3, 0]
+    assert set(SOURCES) >= {"als", "i2i", "popular", "segment", "content"}
+
+
+def test_fold_in_matches_closed_form():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(20, 3))
+    f = FoldIn(y, regularization=0.1, alpha=2.0)
+    hist = np.array([1, 5, 7])
+    c = np.ones(20)
+    c[hist] = 3.0
+    p = np.zeros(20)
+    p[hist] = 1.0
+    expected = np.linalg.solve(y.T @ np.diag(c) @ y + 0.1 * np.eye(3), y.T @ (c * p))
+    assert np.allclose(f.user_vector(hist), expected, atol=1e-5)
+    assert not f.user_vector(np.array([], dtype=int)).any()
