@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-console = Console()
+# Wide enough for the recommendation tables when output is piped (CI logs, `make demo | tee`).
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _load(spec: str):
@@ -23,7 +25,7 @@ def _load(spec: str):
     try:
         return load_dataset(spec)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from exc
 
 
@@ -112,7 +114,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         try:
             resp = client.recommend(args.user, args.k, timeout=args.timeout, **fields)
         except grpc.RpcError as exc:
-            console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+            console.print(f"[red]{exc.code().name}[/red]: {escape(exc.details() or '')}", soft_wrap=True)
             return 1
     print_recommendations(resp, f"top {args.k} for user {args.user}")
     return 0

@@ -8,7 +8,10 @@ few tens of MB and load without a Python-level parse of every event.
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -86,7 +89,10 @@ class FeatureTables:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / META_FILE).unlink(missing_ok=True)  # an interrupted overwrite must not look complete
+        with gc_paused():
+            self._save(directory)
 
+    def _save(self, directory: Path) -> None:
         indptr, indices, extra_ids = _encode_histories(self.user_history, self.item_ids)
         np.save(directory / "user_values.npy", self.user_values, allow_pickle=False)
         np.save(directory / "item_values.npy", self.item_values, allow_pickle=False)
@@ -100,6 +106,7 @@ class FeatureTables:
         })
         _write_json(directory / "items.json", {
             "ids": self.item_ids.tolist(),
+            # str() so numpy scalars/arrays from a DataFrame store fine and load back as plain strings
             "categories": [[str(c) for c in cats] for cats in self.item_categories],
             "titles": [str(t) for t in self.item_titles],
         })
@@ -117,6 +124,11 @@ class FeatureTables:
     def load(cls, directory: Path) -> FeatureTables:
         """Read tables written by `save`; ValueError if the directory is incomplete or another format."""
         directory = Path(directory)
+        with gc_paused():
+            return cls._load(directory)
+
+    @classmethod
+    def _load(cls, directory: Path) -> FeatureTables:
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise ValueError(f"{directory}: no {META_FILE} (not feature tables, or save never finished)")
@@ -143,6 +155,22 @@ class FeatureTables:
             item_titles=items["titles"],
             created_at=meta["created_at"],
         )
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building millions of small containers.
+
+    Otherwise collections keep firing and rescanning everything built so far: saving or loading
+    1M items / 10M events took 2-4x longer with it on.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _str_array(ids: Any) -> np.ndarray:

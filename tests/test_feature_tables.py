@@ -94,3 +94,14 @@ def test_inconsistent_tables_are_rejected(field: str, value: object, message: st
     kwargs[field] = value
     with pytest.raises(ValueError, match=message):
         FeatureTables(**kwargs)
+
+
+def test_numpy_and_non_str_values_are_stored_as_strings(tmp_path: Path) -> None:
+    """Tables assembled from DataFrames carry numpy arrays and scalars; they must load back as str."""
+    tables = make_tables()
+    tables.item_categories = [np.array(["books", "sci-fi"]), [], [np.str_("音楽")]]
+    tables.user_attributes = [{"age_bucket": 3}, {}, {}, {"vip": True}]
+    tables.save(tmp_path)
+    loaded = FeatureTables.load(tmp_path)
+    assert loaded.item_categories == [["books", "sci-fi"], [], ["音楽"]]
+    assert loaded.user_attributes == [{"age_bucket": "3"}, {}, {}, {"vip": "True"}]

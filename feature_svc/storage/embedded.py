@@ -29,7 +29,7 @@ from feature_svc.storage.base import (
     UserRecord,
     check_max_history,
 )
-from recsys.feature_tables import FeatureTables
+from recsys.feature_tables import FeatureTables, gc_paused
 
 
 @dataclass
@@ -136,7 +136,8 @@ class EmbeddedStorage(FeatureStorage):
         return list(self._state.item_feature_names)
 
     def load(self, tables: FeatureTables) -> None:
-        state = _State.build(tables)  # the slow part, outside the lock so reads keep being served
+        with gc_paused():  # millions of small lists and tuples; see gc_paused
+            state = _State.build(tables)  # the slow part, outside the lock so reads keep being served
         with self._lock:
             self._state = state
             self._last_update = time.time()

@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Table:
     path: Path
     lines: np.ndarray | None  # 1-based line of each row; None when the source has no lines (parquet)
     header_line: int | None = 1
+    needs_strip: bool = True  # False when no cell can have surrounding whitespace (saves ~0.3 s/column/1M)
 
     def line(self, row: int) -> int | None:
         return None if self.lines is None else int(self.lines[row])
@@ -48,7 +50,7 @@ class Table:
             message = f"row {row + 1}: {message}"
         return DatasetError(str(self.path), message, line=self.line(row), column=column)
 
-    def first_bad(self, bad: np.ndarray, column: str | None, message) -> None:
+    def first_bad(self, bad: np.ndarray, column: str | None, message: Callable[[int], str]) -> None:
         """Raise for the first True in `bad`; `message` maps that row index to the text."""
         idx = np.flatnonzero(bad)
         if idx.size:
@@ -57,6 +59,7 @@ class Table:
             raise self.error(r, column, message(r) + extra)
 
     def require(self, columns: list[str]) -> None:
+        """Fail on the header line if a required column is absent, listing what was found."""
         for c in columns:
             if c not in self.frame.columns:
                 found = ", ".join(map(str, self.frame.columns)) or "none"
@@ -69,7 +72,8 @@ class Table:
 
     def strings(self, column: str) -> pd.Series:
         """The column with surrounding whitespace removed."""
-        return self.frame[column].astype(str).str.strip()
+        s = self.frame[column].astype(str)
+        return s.str.strip() if self.needs_strip else s
 
     def _typed(self, column: str) -> np.ndarray | None:
         """The column as float64 if it was already read as numbers (read_table's dtype fast path)."""
@@ -135,6 +139,25 @@ def _decode_check(path: Path, data: bytes, encoding: str) -> None:
         ) from None
 
 
+def _may_need_strip(data: bytes, sep: str) -> bool:
+    """Whether any cell of an unquoted file can start or end with whitespace: cells are bounded by the
+    separator, newlines and the file ends, so looking next to those boundaries in the raw bytes is enough."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not buf.size:
+        return False
+    if int(buf.max()) > 127:
+        return True  # non-ASCII: leave Unicode whitespace to str.strip
+    s = ord(sep)
+    ws = np.zeros(256, dtype=bool)
+    ws[[c for c in (32, 9, 11, 12) if c != s]] = True
+    bound = np.zeros(256, dtype=bool)
+    bound[[s, 10, 13]] = True
+    is_ws, is_bound = ws[buf], bound[buf]
+    if is_ws[0] or is_ws[-1]:
+        return True
+    return bool((is_ws[1:] & is_bound[:-1]).any() or (is_ws[:-1] & is_bound[1:]).any())
+
+
 def _scan_plain(data: bytes, sep: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Record start lines and field counts of an unquoted file, vectorized over bytes.
 
@@ -153,11 +176,9 @@ def _scan_plain(data: bytes, sep: str) -> tuple[np.ndarray, np.ndarray, list[tup
     counts = np.bincount(np.searchsorted(nl, delims), minlength=len(starts))
     blank = eff_len == 0
     ws = b" \t\r".replace(sep.encode(), b"")
-    for i in np.flatnonzero((counts == 0) & (eff_len > 0)):
+    for i in np.flatnonzero((counts == 0) & (eff_len > 0)):  # few, except in one-column files
         if not data[starts[i]:ends[i]].strip(ws):
             blank[i] = True
-        else:
-            break  # a real one-field record: the field-count check stops at or before it anyway
     keep = np.flatnonzero(~blank)
     spans = [(int(starts[i]), int(ends[i] - has_cr[i])) for i in keep[:1]]
     return keep + 1, counts[keep] + 1, spans
@@ -270,7 +291,8 @@ def read_table(
         raise DatasetError(
             str(path), f"inconsistent parse ({len(frame)} rows, {len(lines)} records found); check quoting"
         )
-    return Table(frame=frame, path=path, lines=lines, header_line=header_line)
+    needs_strip = not plain or _may_need_strip(data, sep)
+    return Table(frame=frame, path=path, lines=lines, header_line=header_line, needs_strip=needs_strip)
 
 
 def _read_parquet_table(path: Path) -> Table:

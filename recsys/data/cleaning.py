@@ -49,7 +49,8 @@ def clean(
        work; the note says how many were imputed (the interaction columns are a fixed contract, so the flag
        lives in the note rather than an extra column).
     4. Ratings: drop rating events whose value is missing, and those outside rating_range (inclusive) when
-       given; non-rating events with a missing value get the default strength 1.0.
+       given; non-rating events with a missing value get the default strength 1.0 (a missing event type
+       becomes "view", noted only when it happens).
     5. Repeated (user, item) ratings: keep only the latest (ties: the later row) because a re-rating replaces
        the old opinion. Other event types are all kept: repeated views/purchases are signal.
     6. Heavy users (more than 10x the 0.999 quantile of per-user activity) are only noted, not dropped: they
@@ -89,7 +90,11 @@ def clean(
         notes.append("imputed 0 missing timestamps")
     df["timestamp"] = ts.astype(np.int64)
 
-    # 4. rating values
+    # 4. rating values (and events: a missing event type is the weakest, a view)
+    no_event = df["event"].isna().to_numpy() | (df["event"].astype(str).str.strip() == "").to_numpy()
+    if no_event.any():
+        df["event"] = df["event"].where(~no_event, "view")
+        notes.append(f"set {int(no_event.sum())} missing event types to 'view'")
     value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     is_rating = (df["event"] == "rating").to_numpy()
     no_value = is_rating & ~np.isfinite(value)

@@ -91,15 +91,12 @@ class CandidateGenerator:
         if not cold_user:
             lists["als"], _ = search(self.index, user_vec, depth)
             i2i = np.asarray(self.art.neighbors[recent].sum(axis=0), dtype=np.float32).ravel()
-            top = np.argpartition(-i2i, min(depth, self.n_items - 1))[:depth]
-            top = top[i2i[top] > 0]
-            lists["i2i"] = top[np.argsort(-i2i[top], kind="stable")]
+            lists["i2i"] = _top(i2i, depth)
             profile = np.asarray(self.art.item_categories[recent].sum(axis=0), dtype=np.float32).ravel()
             profile /= max(1.0, float(len(recent)))
             if len(self.cold_items):
                 cscore = self.cold_categories @ profile
-                order = np.argsort(-cscore, kind="stable")[:depth]
-                lists["content"] = self.cold_items[order[cscore[order] > 0]]
+                lists["content"] = self.cold_items[_top(cscore, depth)]
         lists["popular"] = self.pop_order[:depth]
         seg = self._segment_scores(attributes or {})
         if seg is not None:
@@ -154,6 +151,16 @@ class CandidateGenerator:
         items = np.concatenate(chosen)[:n].astype(np.int64) if chosen else np.zeros(0, np.int64)
         mask = np.array([bits.get(i, 0) for i in items.tolist()], dtype=np.uint8)
         return items, mask
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n highest positive scores, best first (partial sort: catalogs can be large)."""
+    if n < len(scores):
+        idx = np.argpartition(-scores, n)[:n]
+    else:
+        idx = np.arange(len(scores))
+    idx = idx[scores[idx] > 0]
+    return idx[np.argsort(-scores[idx], kind="stable")]
 
 
 def _rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feature_svc.storage.embedded import EmbeddedStorage
 from recsys.bundle import BundleMetadata, publish, staging_dir, write_metadata
 from recsys.data.schema import Dataset
+from recsys.data.split import holdout_by_user
 from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
 from recsys.evaluation.offline import OfflineStack
 from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
@@ -38,17 +38,6 @@ from recsys.training.stage1 import Vocab, build_stage1
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = {"n_sources"}  # bookkeeping columns the ranker should not learn from
-
-
-def label_split(inter: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of label rows: a random `fraction` of each user's interactions (users with one
-    interaction keep it as history)."""
-    rng = np.random.default_rng(seed)
-    key = rng.random(len(inter))
-    users = inter["user_id"].to_numpy()
-    rank = pd.Series(key).groupby(users).rank(method="first").to_numpy() - 1
-    size = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()
-    return rank < np.floor(fraction * size)
 
 
 @dataclass
@@ -120,14 +109,12 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
             return time.time()
 
         t = time.time()
-        inter = ds.interactions
-        is_label = label_split(inter, cfg.label_fraction, cfg.seed)
-        hist_ds = ds.subset(~is_label, name=ds.name + ":history")
+        hist_df, label_df = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed)
+        hist_ds = Dataset(hist_df.reset_index(drop=True), ds.items, ds.users, ds.name + ":history")
         vocab = Vocab.of(ds)
         art_h, tables_h, _ = build_stage1(hist_ds, cfg, vocab)
         t = step("stage1_history", t)
 
-        label_df = inter[is_label]
         labels = {u: set(g) for u, g in label_df.groupby("user_id")["item_id"]}
         rng = np.random.default_rng(cfg.seed)
         users = sorted(labels)

@@ -1,0 +1,67 @@
+"""The bundle that training writes, and what it promises."""
+
+import json
+
+import numpy as np
+
+from recsys.bundle import BundleError, read_metadata
+from recsys.evaluation.offline import OfflineStack
+from recsys.feature_tables import FeatureTables
+from recsys.pipeline.model import ServingModel
+from recsys.retrieval.artifacts import RetrievalArtifacts
+
+
+def test_bundle_layout_and_metadata(small_bundle, small_dataset):
+    meta = read_metadata(small_bundle)
+    assert meta.data_fingerprint == small_dataset.fingerprint()
+    for key in ("ranker_valid_ndcg@10", "valid_ndcg@10", "valid_no_diversity_ndcg@10", "ranker_train_valid_gap"):
+        assert key in meta.metrics
+    assert meta.params["neighbor_method"] == "ease"
+    art = RetrievalArtifacts.load(small_bundle / "retrieval")
+    tables = FeatureTables.load(small_bundle / "features")
+    assert len(art.item_ids) == tables.n_items
+    assert art.item_factors.shape[0] == len(art.item_ids)
+    model = ServingModel.load(small_bundle)
+    assert model.version == meta.version
+    assert "i2i_score" in model.ranker.feature_names and "n_sources" not in model.ranker.feature_names
+
+
+def test_pipeline_beats_popularity_on_validation(small_bundle):
+    m = read_metadata(small_bundle).metrics
+    assert m["valid_no_diversity_ndcg@10"] > 0.1
+    assert m["valid_candidate_recall@100"] > 0.3
+
+
+def test_offline_stack_excludes_seen_items(small_bundle, small_dataset):
+    stack = OfflineStack.from_bundle(small_bundle)
+    inter = small_dataset.interactions
+    users = inter["user_id"].unique()[:20].tolist()
+    recs = stack.recommend_many(users, 10)
+    for u in users:
+        seen = set(inter.loc[inter["user_id"] == u, "item_id"])
+        ids = [i.item_id for i in recs[u].items]
+        assert len(ids) == 10 and not set(ids) & seen
+
+
+def test_corrupt_bundle_is_rejected(small_bundle, tmp_path):
+    import shutil
+
+    import pytest
+
+    bad = tmp_path / "bad"
+    shutil.copytree(small_bundle, bad)
+    (bad / "ranker" / "model.txt").write_text("garbage")
+    with pytest.raises(BundleError, match="ranker"):
+        ServingModel.load(bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    meta["format_version"] = 99
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="format"):
+        read_metadata(bad)
+    with pytest.raises(BundleError, match="metadata"):
+        read_metadata(tmp_path)
+
+
+def test_popularity_table_is_log_scaled(small_bundle):
+    art = RetrievalArtifacts.load(small_bundle / "retrieval")
+    assert np.isclose(art.popularity.max(), 1.0) and art.popularity.min() >= 0
