@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from pathlib import Path
@@ -108,6 +109,7 @@ async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -
     if settings.bundle and settings.load_bundle:
         version = await asyncio.to_thread(load_bundle_features, storage, Path(settings.bundle))
         log.info("loaded features of bundle %s into %s", version, settings.storage)
+    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
     server = Server(settings.host, settings.port, settings.metrics_port)
     server.add(pb_grpc.add_FeatureStoreServicer_to_server,
                FeatureStoreServicer(storage, settings.max_batch), "recsys.v1.FeatureStore")

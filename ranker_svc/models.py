@@ -6,7 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
-from recsys.metrics import BUNDLE_CREATED, MODEL_INFO
+from recsys.metrics import BUNDLE_CREATED, MODEL_INFO, MODEL_QUALITY
 from recsys.pipeline.model import ServingModel
 
 log = logging.getLogger("ranker_svc")
@@ -33,6 +33,9 @@ class ModelSet:
                 self._default = model.version
         MODEL_INFO.labels("ranker_svc", model.version, "loaded").set(1)
         BUNDLE_CREATED.labels("ranker_svc", model.version).set(model.created)
+        for name, value in model.metrics.items():
+            if name.startswith("valid_"):
+                MODEL_QUALITY.labels("ranker_svc", model.version, name).set(value)
         log.info("loaded model %s from %s", model.version, bundle)
         return model
 

@@ -4,6 +4,7 @@ remote feature and candidate services, and maps every failure to a meaningful st
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import uuid
@@ -107,6 +108,7 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         await asyncio.to_thread(models.load, Path(b))
     if settings.default_version:
         models.set_default(settings.default_version)
+    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
     channels = Channels(settings.feature_addr, settings.candidate_addr)
     server = Server(settings.host, settings.port, settings.metrics_port)
     server.add(pb_grpc.add_RecommenderServicer_to_server, RecommenderServicer(models, channels, settings),

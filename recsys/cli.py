@@ -57,12 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from recsys.cluster import start_cluster
 
-    with console.status("starting feature_svc, candidate_svc, ranker_svc"):
-        cluster = start_cluster([Path(b) for b in args.bundle], args.port, storage=args.storage, index=args.index)
-    for svc in cluster.services.values():
-        console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
-                      f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
-    console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything.")
+    # Handlers first: a SIGTERM that arrives while the services are starting must still stop them all.
     stopping = False
 
     def on_signal(signum, frame):
@@ -71,13 +66,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    with console.status("starting feature_svc, candidate_svc, ranker_svc"):
+        cluster = start_cluster([Path(b) for b in args.bundle], args.port, storage=args.storage, index=args.index)
     try:
+        for svc in cluster.services.values():
+            console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
+                          f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
+        console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything.")
         while not stopping:
             dead = [s for s in cluster.services.values() if s.proc.poll() is not None]
             if dead:
                 console.print(f"[red]{dead[0].name} exited ({dead[0].proc.returncode}); stopping[/red]")
-                console.print(dead[0].log_tail())
-                cluster.stop()
+                console.print(escape(dead[0].log_tail()))
                 return 1
             time.sleep(0.2)
     finally:

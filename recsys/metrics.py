@@ -37,6 +37,9 @@ MODEL_INFO = Gauge(
 BUNDLE_CREATED = Gauge(
     "recsys_model_bundle_created_timestamp_seconds", "When the served bundle was trained (unix time).",
     ["component", "version"])
+MODEL_QUALITY = Gauge(
+    "recsys_model_quality", "Validation metrics recorded in the served bundle at training time.",
+    ["component", "version", "metric"])
 FEATURE_LAST_UPDATE = Gauge(
     "recsys_feature_last_update_timestamp_seconds",
     "When the feature store last applied a write (bundle load or event), unix time.")

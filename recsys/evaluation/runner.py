@@ -64,7 +64,8 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         for name, lam in (("pipeline", None), ("pipeline_no_diversity", 1.0)):
             with Progress(transient=True) as progress:
                 task = progress.add_task(name, total=len(truth))
-                out = stack.recommend_many(list(truth), args.k, lam, progress=lambda: progress.advance(task))
+                out = stack.recommend_many(list(truth), args.k, lam,
+                                           progress=lambda p=progress, t=task: p.advance(t))
             results[name] = accuracy({u: [i.item_id for i in r.items] for u, r in out.items()}, truth, args.k)
     report = {"protocol": args.protocol, "k": args.k, "seed": args.seed, "dataset": args.dataset,
               "train_seconds": round(train_seconds, 1), "systems": results}

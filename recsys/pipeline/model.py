@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class ServingModel:
     created: float
     ranker: RankerModel
     embeddings: ItemEmbeddings
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics from training
 
     @classmethod
     def load(cls, bundle_dir: Path) -> ServingModel:
@@ -57,4 +58,5 @@ class ServingModel:
         if len(ids) != len(emb):
             raise BundleError(f"{bundle_dir}: {len(ids)} item ids but {len(emb)} embeddings")
         return cls(version=meta.version, created=meta.created, ranker=ranker,
-                   embeddings=ItemEmbeddings.from_factors(ids, emb))
+                   embeddings=ItemEmbeddings.from_factors(ids, emb),
+                   metrics={k: float(v) for k, v in meta.metrics.items() if isinstance(v, int | float)})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+RELATIVE_SCORES = ("als_score", "i2i_score", "content_score", "segment_score")
+
 
 @dataclass
 class RankingInputs:
@@ -34,6 +36,15 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(inp.score_names):
         cols[name] = inp.candidate_scores[:, j]
+    # Scores relative to this request's candidates: stable when the retrieval models are refit on more
+    # data than the ranker was trained with (their raw score scales drift, their orderings do not).
+    for name in RELATIVE_SCORES:
+        col = cols.get(name)
+        if col is not None and n and np.isfinite(col).any():
+            top = np.nanmax(col)
+            mu, sd = np.nanmean(col), np.nanstd(col)
+            cols[f"{name}_of_max"] = col / top if top > 0 else np.full(n, np.nan, np.float32)
+            cols[f"{name}_z"] = (col - mu) / sd if sd > 0 else np.zeros(n, np.float32)
     for j, name in enumerate(inp.item_feature_names):
         cols[name] = inp.item_values[:, j]
     for j, name in enumerate(inp.user_feature_names):
@@ -53,6 +64,20 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
     cols["category_affinity"] = aff_sum
     cols["category_affinity_max"] = aff_max
     cols["item_n_categories"] = np.array([len(c) for c in inp.item_categories], dtype=np.float32)
+
+    # When the user was active versus when the item was consumed: the time features only count relative
+    # to each other (days).
+    def named(names: list[str], values: np.ndarray, name: str):
+        return values[..., names.index(name)] if name in names else None
+
+    u_mean = named(inp.user_feature_names, inp.user_values, "user_mean_ts")
+    u_last = named(inp.user_feature_names, inp.user_values, "user_last_ts")
+    i_mean = named(inp.item_feature_names, inp.item_values, "item_mean_ts")
+    i_first = named(inp.item_feature_names, inp.item_values, "item_first_ts")
+    if u_mean is not None and i_mean is not None:
+        cols["time_gap_days"] = (np.abs(i_mean - u_mean) / 86_400.0).astype(np.float32)
+    if u_last is not None and i_first is not None:
+        cols["item_first_after_user_last_days"] = ((i_first - u_last) / 86_400.0).astype(np.float32)
 
     if inp.history_embedding is not None and inp.item_embeddings is not None:
         cols["embedding_similarity"] = (inp.item_embeddings @ inp.history_embedding).astype(np.float32)

@@ -155,10 +155,7 @@ class CandidateGenerator:
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n highest positive scores, best first (partial sort: catalogs can be large)."""
-    if n < len(scores):
-        idx = np.argpartition(-scores, n)[:n]
-    else:
-        idx = np.arange(len(scores))
+    idx = np.argpartition(-scores, n)[:n] if n < len(scores) else np.arange(len(scores))
     idx = idx[scores[idx] > 0]
     return idx[np.argsort(-scores[idx], kind="stable")]
 

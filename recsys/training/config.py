@@ -17,11 +17,12 @@ class TrainConfig:
     als: ALSParams = field(default_factory=ALSParams)
     ranker: RankerParams = field(default_factory=RankerParams)
     ease_reg: float = 400.0           # EASE L2 weight (item-to-item source on catalogs up to 12k items)
-    neighbors: int = 200              # item-to-item neighbours kept per item
+    neighbors: int = 400              # item-to-item neighbours kept per item
     cold_threshold: int = 5           # items with fewer interactions are "cold" (content source)
     segment_top: int = 300            # items kept per user segment (attribute=value)
     n_candidates: int = 300           # candidates per user, as served
     label_fraction: float = 0.2       # share of each user's interactions held out as ranker labels
+    ranker_folds: int = 3             # history/label splits the ranker's lists come from (more lists, less noise)
     valid_fraction: float = 0.15      # share of ranker users used for early stopping and metrics
     max_ranker_users: int = 6000      # cap on users that produce ranker training lists
     diversity_lambda: float = 0.8     # MMR λ used for the validation metrics

@@ -27,17 +27,21 @@ from recsys.data.schema import Dataset
 from recsys.data.split import holdout_by_user
 from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
 from recsys.evaluation.offline import OfflineStack
+from recsys.feature_tables import FeatureTables
 from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
 from recsys.pipeline.recommend import PipelineConfig
 from recsys.pipeline.stages import feature_columns
-from recsys.ranking.model import RankerModel, train_ranker
+from recsys.ranking.model import train_ranker
+from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.training.config import TrainConfig
 from recsys.training.stage1 import Vocab, build_stage1
 
 log = logging.getLogger(__name__)
-NOT_FEATURES = {"n_sources"}  # bookkeeping columns the ranker should not learn from
+# Columns the ranker must not learn from: bookkeeping, and absolute times (which only make sense relative to
+# each other; the pair features built from them are used instead).
+NOT_FEATURES = {"n_sources", "user_first_ts", "user_last_ts", "user_mean_ts", "item_first_ts", "item_mean_ts"}
 
 
 @dataclass
@@ -51,6 +55,30 @@ class RankerData:
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), transient=False)
+
+
+@dataclass
+class Fold:
+    """One history/label split with its stage-1 models: the unit the ranker's training lists come from."""
+
+    art: RetrievalArtifacts
+    tables: FeatureTables
+    storage: EmbeddedStorage
+    gen: CandidateGenerator
+    emb: ItemEmbeddings
+    labels: dict[str, set[str]]
+
+
+def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int) -> Fold:
+    hist_df, label_df = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed + fold)
+    hist_ds = Dataset(hist_df.reset_index(drop=True), ds.items, ds.users, f"{ds.name}:history{fold}")
+    art, tables, _ = build_stage1(hist_ds, cfg, vocab)
+    storage = EmbeddedStorage()
+    storage.load(tables)
+    gen = CandidateGenerator(art, GeneratorConfig(n=cfg.n_candidates))
+    return Fold(art=art, tables=tables, storage=storage, gen=gen,
+                emb=ItemEmbeddings.from_factors(art.item_ids, art.item_factors),
+                labels={u: set(g) for u, g in label_df.groupby("user_id")["item_id"]})
 
 
 def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: EmbeddedStorage,
@@ -93,6 +121,17 @@ def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam
     return {f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
 
 
+def popularity_ndcg(fold: Fold, users: list[str], max_history: int, k: int = 10) -> float:
+    """The most-popular baseline on the same validation users (what the pipeline must clearly beat)."""
+    order = fold.art.item_ids[np.argsort(-fold.art.popularity, kind="stable")].tolist()
+    out = []
+    for u in users:
+        seen = set(fold.storage.get_users([u], max_history)[0].history)
+        top = [x for x in order[: k + len(seen)] if x not in seen][:k]
+        out.append(ndcg_at_k(top, fold.labels[u], k))
+    return float(np.mean(out))
+
+
 def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", parent: str | None = None,
           show_progress: bool = True) -> BundleMetadata:
     t0 = time.time()
@@ -109,33 +148,32 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
             return time.time()
 
         t = time.time()
-        hist_df, label_df = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed)
-        hist_ds = Dataset(hist_df.reset_index(drop=True), ds.items, ds.users, ds.name + ":history")
         vocab = Vocab.of(ds)
-        art_h, tables_h, _ = build_stage1(hist_ds, cfg, vocab)
+        pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
+        folds = [make_fold(ds, cfg, vocab, f) for f in range(max(1, cfg.ranker_folds))]
         t = step("stage1_history", t)
 
-        labels = {u: set(g) for u, g in label_df.groupby("user_id")["item_id"]}
+        # Validation users are the same in every fold and never contribute training lists.
+        main = folds[0]
         rng = np.random.default_rng(cfg.seed)
-        users = sorted(labels)
-        if len(users) > cfg.max_ranker_users:
-            users = sorted(rng.choice(users, cfg.max_ranker_users, replace=False).tolist())
+        users = sorted(main.labels)
         rng.shuffle(users)
         n_valid = max(1, int(len(users) * cfg.valid_fraction))
-        valid_users, train_users = users[:n_valid], users[n_valid:]
-
-        storage = EmbeddedStorage()
-        storage.load(tables_h)
-        gen = CandidateGenerator(art_h, GeneratorConfig(n=cfg.n_candidates))
-        emb = ItemEmbeddings.from_factors(art_h.item_ids, art_h.item_factors)
-        pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
-        cols, ys, kept = build_ranker_lists(train_users + valid_users, labels, storage, gen, emb, pipe, progress)
-        names = sorted({n for c in cols for n in c} - NOT_FEATURES)
-        is_valid = np.isin(kept, valid_users)
-        tr = _stack([c for c, v in zip(cols, is_valid, strict=True) if not v],
-                    [y for y, v in zip(ys, is_valid, strict=True) if not v], names, [])
-        va = _stack([c for c, v in zip(cols, is_valid, strict=True) if v],
-                    [y for y, v in zip(ys, is_valid, strict=True) if v], names, [])
+        valid_users, train_pool = users[:n_valid], users[n_valid:]
+        per_fold = max(1, (cfg.max_ranker_users - n_valid) // len(folds))
+        train_cols, train_ys = [], []
+        for f, fold in enumerate(folds):
+            fold_users = [u for u in train_pool if u in fold.labels]
+            if len(fold_users) > per_fold:
+                fold_users = sorted(np.random.default_rng(cfg.seed + f).choice(fold_users, per_fold, replace=False))
+            cols, ys, _ = build_ranker_lists(fold_users, fold.labels, fold.storage, fold.gen, fold.emb, pipe, progress)
+            train_cols += cols
+            train_ys += ys
+        valid_cols, valid_ys, _ = build_ranker_lists(valid_users, main.labels, main.storage, main.gen, main.emb, pipe,
+                                                     progress)
+        names = sorted({n for c in train_cols for n in c} - NOT_FEATURES)
+        tr = _stack(train_cols, train_ys, names, [])
+        va = _stack(valid_cols, valid_ys, names, [])
         t = step("ranker_lists", t)
 
         ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
@@ -143,20 +181,21 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
         version = BundleMetadata.new_version(time.time())
-        model_h = ServingModel(version=version, created=time.time(), ranker=ranker, embeddings=emb)
-        stack = OfflineStack(art_h, tables_h, model_h, pipe)
-        valid_labels = {u: labels[u] for u in valid_users}
+        model_h = ServingModel(version=version, created=time.time(), ranker=ranker, embeddings=main.emb)
+        stack = OfflineStack(main.art, main.tables, model_h, pipe)
+        valid_labels = {u: main.labels[u] for u in valid_users}
         metrics = dict(ranker.metrics)
         for key, lam in (("valid", cfg.diversity_lambda), ("valid_no_diversity", 1.0)):
             for m, v in evaluate_users(stack, valid_labels, 10, lam).items():
                 metrics[f"{key}_{m}"] = v
         cand_recall = []
         for u in valid_users:
-            hist = storage.get_users([u], pipe.max_history)[0].history
-            c = gen.retrieve(gen.indices(hist), n=cfg.n_candidates)
-            got = set(art_h.item_ids[c.items].tolist())
-            cand_recall.append(len(got & labels[u]) / len(labels[u]))
+            hist = main.storage.get_users([u], pipe.max_history)[0].history
+            c = main.gen.retrieve(main.gen.indices(hist), n=cfg.n_candidates)
+            got = set(main.art.item_ids[c.items].tolist())
+            cand_recall.append(len(got & main.labels[u]) / len(main.labels[u]))
         metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = float(np.mean(cand_recall))
+        metrics["valid_popularity_ndcg@10"] = popularity_ndcg(main, valid_users, pipe.max_history)
         t = step("validation", t)
 
         art, tables, _ = build_stage1(ds, cfg, vocab)
@@ -168,7 +207,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         tmp = staging_dir(out)
         tables.save(tmp / "features")
         art.save(tmp / "retrieval")
-        RankerModel(ranker.booster, names, ranker.metrics).save(tmp / "ranker")
+        ranker.save(tmp / "ranker")
         write_metadata(tmp, meta)
         publish(tmp, out)
         step("serving_stage1", t)

@@ -1,0 +1,70 @@
+"""Events update what Recommend sees; the ranker holds several model versions; `recsys up` lifecycle."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from recsys.client import RecommenderClient
+from recsys.cluster import free_port, start_cluster, wait_healthy
+from recsys.v1 import features_pb2, features_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def test_recorded_events_reach_recommend(cluster, small_dataset):
+    items = small_dataset.interactions["item_id"].value_counts().index[:3].tolist()
+    user = "fresh-user-with-events"
+    with RecommenderClient(cluster.target) as client:
+        assert client.recommend(user, 5).cold_start
+        with grpc.insecure_channel(cluster.services["feature_svc"].address) as ch:
+            stub = features_pb2_grpc.FeatureStoreStub(ch)
+            events = [features_pb2.Event(user_id=user, item_id=i, event="purchase") for i in items]
+            assert stub.RecordEvents(features_pb2.RecordEventsRequest(events=events), timeout=5).recorded == 3
+            with pytest.raises(grpc.RpcError) as err:
+                stub.RecordEvents(features_pb2.RecordEventsRequest(events=[features_pb2.Event(user_id="u")]),
+                                  timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "item_id" in err.value.details()
+        resp = client.recommend(user, 10)
+        assert not resp.cold_start
+        assert not set(items) & {it.item_id for it in resp.items}
+        assert any({"als", "i2i"} & set(it.sources) for it in resp.items)
+
+
+def test_two_model_versions_side_by_side(small_bundle, small_dataset, tmp_path):
+    from recsys.bundle import read_metadata
+    from recsys.training.trainer import train
+    from tests.conftest import small_train_config
+
+    cfg = small_train_config()
+    cfg.seed = 7
+    second = tmp_path / "second"
+    train(small_dataset, second, cfg, show_progress=False)
+    v1, v2 = read_metadata(small_bundle).version, read_metadata(second).version
+    with start_cluster([small_bundle, second], port=0, metrics=False, log_dir=tmp_path / "logs") as c, \
+            RecommenderClient(c.target) as client:
+        assert client.recommend("u1", 5).model_version == v1  # the first bundle is the default
+        assert client.recommend("u1", 5, model_version=v2).model_version == v2
+
+
+def test_recsys_up_starts_and_stops_everything(small_bundle, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "up", "--bundle", str(small_bundle),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(f"127.0.0.1:{port}", 120, proc, "recsys up")
+        with RecommenderClient(f"127.0.0.1:{port}") as client:
+            assert len(client.recommend("u1", 3).items) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    time.sleep(0.5)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(ch).result(timeout=1)
