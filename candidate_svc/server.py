@@ -11,11 +11,12 @@ import grpc
 from grpc import aio
 
 from candidate_svc.settings import CandidateSettings
-from recsys.bundle import read_metadata
-from recsys.metrics import BUNDLE_CREATED, CANDIDATES, MODEL_INFO
+from recsys.bundle import verify_bundle
+from recsys.metrics import CANDIDATES, mark_serving
 from recsys.pipeline.local import retrieve_list
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.rpc.reload import follow_champion, resolve_bundle
 from recsys.rpc.server import Server
 from recsys.v1 import candidates_pb2 as pb
 from recsys.v1 import candidates_pb2_grpc as pb_grpc
@@ -24,7 +25,7 @@ log = logging.getLogger("candidate_svc")
 
 
 def load_generator(bundle: Path, settings: CandidateSettings) -> tuple[CandidateGenerator, str, float]:
-    meta = read_metadata(bundle)
+    meta = verify_bundle(bundle)
     art = RetrievalArtifacts.load(bundle / "retrieval")
     gen = CandidateGenerator(art, GeneratorConfig(n=settings.default_n, index=settings.index))
     return gen, meta.version, meta.created
@@ -32,9 +33,13 @@ def load_generator(bundle: Path, settings: CandidateSettings) -> tuple[Candidate
 
 class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
     def __init__(self, generator: CandidateGenerator, version: str, settings: CandidateSettings):
-        self.generator = generator
-        self.version = version
+        self.current = (generator, version)  # swapped as one reference on hot reload
         self.settings = settings
+
+    def swap(self, version: str, loaded: tuple[CandidateGenerator, str, float]) -> None:
+        gen, _, created = loaded
+        self.current = (gen, version)
+        mark_serving("candidate_svc", version, "retrieval", created)
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: aio.ServicerContext) -> pb.RetrieveResponse:
         s = self.settings
@@ -45,9 +50,10 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
                                 f"history: at most {s.max_history} items, got {len(request.history)}")
         if len(request.exclude_item_ids) > s.max_n * 10:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "exclude_item_ids: too many ids")
-        cands = retrieve_list(self.generator, self.version, list(request.history), list(request.exclude_item_ids),
+        generator, version = self.current
+        cands = retrieve_list(generator, version, list(request.history), list(request.exclude_item_ids),
                               request.n or s.default_n, dict(request.user_attributes), request.include_seen)
-        resp = pb.RetrieveResponse(score_names=cands.score_names, model_version=self.version)
+        resp = pb.RetrieveResponse(score_names=cands.score_names, model_version=version)
         counts: dict[str, int] = {}
         for item_id, scores, sources in zip(cands.item_ids, cands.scores.tolist(), cands.sources, strict=True):
             resp.candidates.add(item_id=item_id, scores=scores, sources=sources)
@@ -59,17 +65,24 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
 
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:
-    if not settings.bundle:
-        raise SystemExit("candidate_svc: --bundle (or RECSYS_BUNDLE) is required")
-    gen, version, created = await asyncio.to_thread(load_generator, Path(settings.bundle), settings)
-    MODEL_INFO.labels("candidate_svc", version, "retrieval").set(1)
-    BUNDLE_CREATED.labels("candidate_svc", version).set(created)
+    bundle, registry = resolve_bundle(settings.bundle, settings.registry, "candidate_svc")
+    gen, version, created = await asyncio.to_thread(load_generator, bundle, settings)
+    mark_serving("candidate_svc", version, "retrieval", created)
     log.info("bundle %s: %d items, %s index", version, gen.n_items, settings.index)
     gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
+    servicer = CandidateServicer(gen, version, settings)
     server = Server(settings.host, settings.port, settings.metrics_port)
-    server.add(pb_grpc.add_CandidateRetrieverServicer_to_server, CandidateServicer(gen, version, settings),
-               "recsys.v1.CandidateRetriever")
+    server.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
     await server.start()
     if ready is not None:
         ready.set()
-    await server.serve()
+    tasks = []
+    if registry is not None:
+        tasks.append(asyncio.create_task(follow_champion(
+            registry, version, settings.reload_interval_s, "candidate_svc",
+            lambda path: load_generator(path, settings), servicer.swap)))
+    try:
+        await server.serve()
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -10,6 +10,9 @@ class CandidateSettings:
     host: str = field(default="0.0.0.0", metadata={"help": "address to bind"})
     port: int = field(default=50052, metadata={"help": "gRPC port"})
     metrics_port: int = field(default=9102, metadata={"help": "Prometheus /metrics port (0 = off)"})
+    registry: str = field(default="", metadata={
+        "help": "model registry directory: serve its champion and follow promotions (instead of --bundle)"})
+    reload_interval_s: float = field(default=30.0, metadata={"help": "how often to check the registry"})
     bundle: str = field(default="", metadata={"help": "model bundle directory (required)"})
     index: str = field(default="exact", metadata={"help": "FAISS index: exact, hnsw or ivf"})
     default_n: int = field(default=300, metadata={"help": "candidates when the request asks for 0"})

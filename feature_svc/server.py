@@ -13,9 +13,10 @@ from grpc import aio
 
 from feature_svc.settings import FeatureSettings
 from feature_svc.storage import EmbeddedStorage, Event, FeatureStorage, StorageError, open_storage
-from recsys.bundle import read_metadata
+from recsys.bundle import verify_bundle
 from recsys.feature_tables import FeatureTables
-from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE, MODEL_INFO
+from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE, mark_serving
+from recsys.rpc.reload import follow_champion, resolve_bundle
 from recsys.rpc.server import Server
 from recsys.v1 import features_pb2 as pb
 from recsys.v1 import features_pb2_grpc as pb_grpc
@@ -97,18 +98,23 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
 
 
 def load_bundle_features(storage: FeatureStorage, bundle: Path) -> str:
-    meta = read_metadata(bundle)
+    """Bulk-load a bundle's feature tables (the storage swaps them in atomically)."""
+    meta = verify_bundle(bundle)
     storage.load(FeatureTables.load(bundle / "features"))
-    MODEL_INFO.labels("feature_svc", meta.version, "features").set(1)
+    mark_serving("feature_svc", meta.version, "features", meta.created)
     FEATURE_LAST_UPDATE.set(storage.last_update())
     return meta.version
 
 
 async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -> None:
     storage = open_storage(settings.storage)
-    if settings.bundle and settings.load_bundle:
-        version = await asyncio.to_thread(load_bundle_features, storage, Path(settings.bundle))
-        log.info("loaded features of bundle %s into %s", version, settings.storage)
+    registry = None
+    version = ""
+    if settings.bundle or settings.registry:
+        bundle, registry = resolve_bundle(settings.bundle, settings.registry, "feature_svc")
+        if settings.load_bundle:
+            version = await asyncio.to_thread(load_bundle_features, storage, bundle)
+            log.info("loaded features of bundle %s into %s", version, settings.storage)
     gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
     server = Server(settings.host, settings.port, settings.metrics_port)
     server.add(pb_grpc.add_FeatureStoreServicer_to_server,
@@ -116,7 +122,14 @@ async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -
     await server.start()
     if ready is not None:
         ready.set()
+    tasks = []
+    if registry is not None and settings.load_bundle:
+        tasks.append(asyncio.create_task(follow_champion(
+            registry, version, settings.reload_interval_s, "feature_svc",
+            lambda path: load_bundle_features(storage, path), lambda v, _: None)))
     try:
         await server.serve()
     finally:
+        for t in tasks:
+            t.cancel()
         storage.close()

@@ -26,17 +26,17 @@ class ModelSet:
         self._lock = threading.Lock()
 
     def load(self, bundle: Path) -> ServingModel:
-        model = ServingModel.load(Path(bundle))
+        return self.add(ServingModel.load(Path(bundle)))
+
+    def add(self, model: ServingModel) -> ServingModel:
         with self._lock:
-            self._models[model.version] = model
+            models = dict(self._models)
+            models[model.version] = model
+            self._models = models  # copy-on-write: readers never see a dict being changed
             if not self._default:
                 self._default = model.version
-        MODEL_INFO.labels("ranker_svc", model.version, "loaded").set(1)
-        BUNDLE_CREATED.labels("ranker_svc", model.version).set(model.created)
-        for name, value in model.metrics.items():
-            if name.startswith("valid_"):
-                MODEL_QUALITY.labels("ranker_svc", model.version, name).set(value)
-        log.info("loaded model %s from %s", model.version, bundle)
+        self._export()
+        log.info("loaded model %s", model.version)
         return model
 
     def set_default(self, version: str) -> None:
@@ -44,6 +44,23 @@ class ModelSet:
             if version not in self._models:
                 raise UnknownModelVersion(version)
             self._default = version
+        self._export()
+
+    def retain(self, keep: set[str]) -> None:
+        """Unload every version not in `keep` (the default always stays)."""
+        with self._lock:
+            self._models = {v: m for v, m in self._models.items() if v in keep or v == self._default}
+        self._export()
+
+    def _export(self) -> None:
+        MODEL_INFO.clear()
+        MODEL_QUALITY.clear()
+        for v, m in self._models.items():
+            MODEL_INFO.labels("ranker_svc", v, "default" if v == self._default else "loaded").set(1)
+            BUNDLE_CREATED.labels("ranker_svc", v).set(m.created)
+            for name, value in m.metrics.items():
+                if name.startswith("valid_"):
+                    MODEL_QUALITY.labels("ranker_svc", v, name).set(value)
 
     @property
     def default_version(self) -> str:

@@ -17,8 +17,10 @@ from ranker_svc.models import ModelSet, UnknownModelVersion
 from ranker_svc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from ranker_svc.settings import RankerSettings
 from recsys.metrics import RECOMMEND_RESULTS, STAGE_LATENCY
+from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import PipelineConfig, recommend
 from recsys.pipeline.types import RecommendParams
+from recsys.rpc.reload import follow_champion, resolve_bundle
 from recsys.rpc.server import Server
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -101,9 +103,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
 
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
-    if not settings.bundle:
-        raise SystemExit("ranker_svc: --bundle (or RECSYS_BUNDLE) is required")
     models = ModelSet()
+    registry = None
+    if settings.registry:
+        if settings.bundle:
+            raise SystemExit("ranker_svc: give either --bundle or --registry, not both")
+        champion, registry = resolve_bundle("", settings.registry, "ranker_svc")
+        await asyncio.to_thread(models.load, champion)
+    elif not settings.bundle:
+        raise SystemExit("ranker_svc: --bundle or --registry (RECSYS_BUNDLE / RECSYS_REGISTRY) is required")
     for b in settings.bundle:
         await asyncio.to_thread(models.load, Path(b))
     if settings.default_version:
@@ -116,7 +124,19 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     await server.start()
     if ready is not None:
         ready.set()
+    tasks = []
+    if registry is not None:
+        def swap(version: str, model) -> None:
+            previous = models.default_version
+            models.add(model)
+            models.set_default(version)
+            models.retain({version, previous})  # the previous stays loaded for requests pinned to it
+
+        tasks.append(asyncio.create_task(follow_champion(
+            registry, models.default_version, settings.reload_interval_s, "ranker_svc", ServingModel.load, swap)))
     try:
         await server.serve()
     finally:
+        for t in tasks:
+            t.cancel()
         await channels.close()

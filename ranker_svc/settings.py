@@ -12,6 +12,9 @@ class RankerSettings:
     metrics_port: int = field(default=9101, metadata={"help": "Prometheus /metrics port (0 = off)"})
     bundle: list[str] = field(default_factory=list, metadata={
         "help": "model bundle directory; repeat to hold several versions (the first is the default)"})
+    registry: str = field(default="", metadata={
+        "help": "model registry directory: serve its champion and follow promotions (instead of --bundle)"})
+    reload_interval_s: float = field(default=30.0, metadata={"help": "how often to check the registry"})
     default_version: str = field(default="", metadata={"help": "version served when a request pins none"})
     feature_addr: str = field(default="127.0.0.1:50053", metadata={"help": "feature_svc host:port"})
     candidate_addr: str = field(default="127.0.0.1:50052", metadata={"help": "candidate_svc host:port"})

@@ -10,6 +10,7 @@ A bundle is written to a temporary directory and renamed into place, so a reader
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -60,6 +61,41 @@ def read_metadata(directory: Path) -> BundleMetadata:
     for part in ("features", "retrieval", "ranker"):
         if not (Path(directory) / part).is_dir():
             raise BundleError(f"{directory}: incomplete bundle, {part}/ is missing")
+    return meta
+
+
+CHECKSUMS = "checksums.json"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(directory: Path) -> None:
+    """Record the sha256 of every model file, so a service can refuse a truncated or altered bundle."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in (CHECKSUMS, "metadata.json"))
+    sums = {str(p.relative_to(directory)): _digest(p) for p in files}
+    (directory / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True))
+
+
+def verify_bundle(directory: Path) -> BundleMetadata:
+    """Metadata of a bundle whose files all match their recorded checksums; BundleError otherwise."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    try:
+        sums = json.loads((directory / CHECKSUMS).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{directory}: missing or unreadable {CHECKSUMS}: {exc}") from exc
+    for rel, expected in sums.items():
+        path = directory / rel
+        if not path.is_file():
+            raise BundleError(f"{directory}: {rel} is missing")
+        if _digest(path) != expected:
+            raise BundleError(f"{directory}: {rel} does not match its checksum (corrupt or altered)")
     return meta
 
 

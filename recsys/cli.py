@@ -43,8 +43,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{ds.interactions['user_id'].nunique():,} users, {ds.interactions['item_id'].nunique():,} items")
     for note in ds.notes:
         console.print(f"  cleaning: {note}")
-    meta = train(ds, Path(args.out), cfg, dataset_spec=args.dataset)
-    table = Table(title=f"bundle {meta.version} -> {args.out}")
+    version, parent, out = None, None, Path(args.out or "")
+    if args.registry:
+        from recsys.bundle import BundleMetadata
+        from recsys.registry import Registry
+
+        registry = Registry(args.registry)
+        registry.root.mkdir(parents=True, exist_ok=True)
+        version = BundleMetadata.new_version(time.time())
+        parent, out = registry.champion(), registry.path(version)
+    meta = train(ds, out, cfg, dataset_spec=args.dataset, parent=parent, version=version)
+    table = Table(title=f"bundle {meta.version} -> {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in sorted(meta.metrics.items()):
@@ -67,7 +76,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with console.status("starting feature_svc, candidate_svc, ranker_svc"):
-        cluster = start_cluster([Path(b) for b in args.bundle], args.port, storage=args.storage, index=args.index)
+        cluster = start_cluster([Path(b) for b in args.bundle] if args.bundle else None, args.port,
+                                registry=Path(args.registry) if args.registry else None,
+                                reload_interval=args.reload_interval, storage=args.storage, index=args.index)
     try:
         for svc in cluster.services.values():
             console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
@@ -138,6 +149,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args, console)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from recsys.bundle import BundleError
+    from recsys.registry import Registry
+
+    registry = Registry(args.registry)
+    try:
+        if args.action == "list":
+            champion = registry.champion()
+            table = Table(title=f"models in {registry.root}")
+            for col in ("version", "created", "dataset", "valid_ndcg@10", "no-div ndcg@10", "parent", ""):
+                table.add_column(col)
+            for m in registry.bundles():
+                table.add_row(m.version, time.strftime("%Y-%m-%d %H:%M", time.gmtime(m.created)), m.dataset,
+                              f"{m.metrics.get('valid_ndcg@10', float('nan')):.4f}",
+                              f"{m.metrics.get('valid_no_diversity_ndcg@10', float('nan')):.4f}",
+                              m.parent or "", "champion" if m.version == champion else "")
+            console.print(table)
+            return 0
+        if args.action == "promote":
+            decision = registry.promote(args.version, tolerance=args.tolerance, force=args.force)
+            console.print(decision.summary(), soft_wrap=True)
+            return 0 if decision.promoted or decision.reason == "already the champion" else 3
+        target = registry.rollback()
+        console.print(f"rolled back: champion is now {target}")
+        return 0
+    except BundleError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 2
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from recsys.tuning import run_tune
+
+    return run_tune(args, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys", description="Recommendation serving stack.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -146,13 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model bundle")
     t.add_argument("--dataset", required=True,
                    help="synthetic[:k=v,...] | movielens-100k:PATH | movielens:PATH | canonical directory")
-    t.add_argument("--out", required=True, help="bundle directory to write")
+    where = t.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="bundle directory to write")
+    where.add_argument("--registry", help="model registry directory: write a new candidate version into it")
     t.add_argument("--config", help="training config (YAML/JSON), e.g. the output of `recsys tune`")
     t.add_argument("--seed", type=int)
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("up", help="start the three services on loopback")
-    u.add_argument("--bundle", required=True, action="append", help="bundle directory (repeat for more versions)")
+    src = u.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bundle", action="append", help="bundle directory (repeat for more versions)")
+    src.add_argument("--registry", help="model registry: serve the champion, follow promotions")
+    u.add_argument("--reload-interval", type=float, default=5.0, help="seconds between registry checks")
     u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
     u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
     u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
@@ -194,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results as JSON")
     e.add_argument("--report", help="directory for a report with plots")
     e.set_defaults(func=cmd_eval)
+
+    mo = sub.add_parser("models", help="the model registry: list, promote (with the gate), roll back")
+    mo.add_argument("action", choices=["list", "promote", "rollback"])
+    mo.add_argument("version", nargs="?", help="promote: the version (default: the newest)")
+    mo.add_argument("--registry", required=True, help="model registry directory")
+    mo.add_argument("--tolerance", type=float, default=0.005,
+                    help="promote: largest allowed drop of validation nDCG@10 versus the champion")
+    mo.add_argument("--force", action="store_true", help="promote: skip the metric gate (never the load check)")
+    mo.set_defaults(func=cmd_models)
+
+    tu = sub.add_parser("tune", help="Ray Tune search over retrieval and ranker hyperparameters")
+    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--trials", type=int, default=16)
+    tu.add_argument("--address", help="existing Ray cluster (e.g. ray://head:10001); default: local Ray")
+    tu.add_argument("--cpus", type=int, default=2, help="CPUs for local Ray")
+    tu.add_argument("--out", default="tuned.yaml", help="where to write the best configuration")
+    tu.add_argument("--seed", type=int, default=42)
+    tu.set_defaults(func=cmd_tune)
     return p
 
 

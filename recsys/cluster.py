@@ -95,24 +95,33 @@ class Cluster:
         self.stop()
 
 
-def start_cluster(bundle: Path | list[Path], port: int = 50051, *, feature_port: int = 0, candidate_port: int = 0,
+def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, registry: Path | None = None,
+                  reload_interval: float = 30.0, feature_port: int = 0, candidate_port: int = 0,
                   metrics: bool = True, storage: str = "embedded://", index: str = "exact",
                   extra: dict[str, list[str]] | None = None, timeout: float = 120.0,
                   log_dir: Path | None = None) -> Cluster:
-    """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port)."""
-    bundles = [Path(b).resolve() for b in (bundle if isinstance(bundle, list) else [bundle])]
+    """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port), serving
+    `bundle` (one or several versions), or the champion of `registry` with hot swaps on promotion."""
+    if (bundle is None) == (registry is None):
+        raise ValueError("give a bundle or a registry")
+    bundles = [] if bundle is None else [Path(b).resolve() for b in (bundle if isinstance(bundle, list) else [bundle])]
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="recsys-cluster-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
     cluster = Cluster(log_dir=log_dir)
     ports = {"feature_svc": feature_port or free_port(), "candidate_svc": candidate_port or free_port(),
              "ranker_svc": port or free_port()}
+    if registry is not None:
+        source = ["--registry", str(Path(registry).resolve()), "--reload-interval-s", str(reload_interval)]
+        ranker_source = source
+    else:
+        source = ["--bundle", str(bundles[0])]
+        ranker_source = [x for b in bundles for x in ("--bundle", str(b))]
     args = {
-        "feature_svc": ["--bundle", str(bundles[0]), "--storage", storage],
-        "candidate_svc": ["--bundle", str(bundles[0]), "--index", index],
-        "ranker_svc": [x for b in bundles for x in ("--bundle", str(b))] + [
-            "--feature-addr", f"127.0.0.1:{ports['feature_svc']}",
-            "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}"],
+        "feature_svc": [*source, "--storage", storage],
+        "candidate_svc": [*source, "--index", index],
+        "ranker_svc": [*ranker_source, "--feature-addr", f"127.0.0.1:{ports['feature_svc']}",
+                       "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}"],
     }
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

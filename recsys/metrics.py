@@ -37,6 +37,9 @@ MODEL_INFO = Gauge(
 BUNDLE_CREATED = Gauge(
     "recsys_model_bundle_created_timestamp_seconds", "When the served bundle was trained (unix time).",
     ["component", "version"])
+MODEL_RELOADS = Counter(
+    "recsys_model_reloads_total", "Hot swaps to a new champion bundle, by result (ok or rejected).",
+    ["component", "result"])
 MODEL_QUALITY = Gauge(
     "recsys_model_quality", "Validation metrics recorded in the served bundle at training time.",
     ["component", "version", "metric"])
@@ -45,6 +48,20 @@ FEATURE_LAST_UPDATE = Gauge(
     "When the feature store last applied a write (bundle load or event), unix time.")
 FEATURE_EVENTS = Counter(
     "recsys_feature_events_total", "Interaction events applied to the feature store.")
+
+
+_served: dict[tuple[str, str], str] = {}
+
+
+def mark_serving(component: str, version: str, role: str, created: float) -> None:
+    """Point the info and bundle-age metrics of (component, role) at `version`, dropping the previous one."""
+    previous = _served.get((component, role))
+    if previous and previous != version:
+        MODEL_INFO.remove(component, previous, role)
+        BUNDLE_CREATED.remove(component, previous)
+    _served[(component, role)] = version
+    MODEL_INFO.labels(component, version, role).set(1)
+    BUNDLE_CREATED.labels(component, version).set(created)
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:

@@ -52,8 +52,10 @@ def test_corrupt_bundle_is_rejected(small_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(small_bundle, bad)
     (bad / "ranker" / "model.txt").write_text("garbage")
-    with pytest.raises(BundleError, match="ranker"):
+    with pytest.raises(BundleError, match="checksum"):
         ServingModel.load(bad)
+    with pytest.raises(BundleError, match="ranker"):  # even without the checksum check, loading fails clearly
+        ServingModel.load(bad, verify=False)
     meta = json.loads((bad / "metadata.json").read_text())
     meta["format_version"] = 99
     (bad / "metadata.json").write_text(json.dumps(meta))

@@ -48,7 +48,7 @@ from recsys.feature_tables import FeatureTables
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<I")  # number of float32 values that follow
-_MAX_ATTEMPTS = 3  # reads/writes retried when a concurrent load switched the generation
+_MAX_ATTEMPTS = 8  # a read retried this often only under back-to-back reloads (seconds apart in practice)
 _LOAD_KEYS_PER_MSET = 1000
 _LOAD_COMMANDS_PER_ROUND_TRIP = 50
 _HISTORY_ITEMS_PER_RPUSH = 10_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.bundle import BundleError, read_metadata
+from recsys.bundle import BundleError, read_metadata, verify_bundle
 from recsys.ranking.model import RankerModel
 
 
@@ -46,9 +46,9 @@ class ServingModel:
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics from training
 
     @classmethod
-    def load(cls, bundle_dir: Path) -> ServingModel:
+    def load(cls, bundle_dir: Path, verify: bool = True) -> ServingModel:
         bundle_dir = Path(bundle_dir)
-        meta = read_metadata(bundle_dir)
+        meta = verify_bundle(bundle_dir) if verify else read_metadata(bundle_dir)
         try:
             ranker = RankerModel.load(bundle_dir / "ranker")
             ids = np.load(bundle_dir / "retrieval" / "item_ids.npy")

@@ -22,7 +22,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feature_svc.storage.embedded import EmbeddedStorage
-from recsys.bundle import BundleMetadata, publish, staging_dir, write_metadata
+from recsys.bundle import BundleMetadata, publish, staging_dir, write_checksums, write_metadata
 from recsys.data.schema import Dataset
 from recsys.data.split import holdout_by_user
 from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
@@ -133,7 +133,7 @@ def popularity_ndcg(fold: Fold, users: list[str], max_history: int, k: int = 10)
 
 
 def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", parent: str | None = None,
-          show_progress: bool = True) -> BundleMetadata:
+          show_progress: bool = True, version: str | None = None) -> BundleMetadata:
     t0 = time.time()
     out = Path(out)
     progress = _progress() if show_progress else None
@@ -180,7 +180,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
-        version = BundleMetadata.new_version(time.time())
+        version = version or BundleMetadata.new_version(time.time())
         model_h = ServingModel(version=version, created=time.time(), ranker=ranker, embeddings=main.emb)
         stack = OfflineStack(main.art, main.tables, model_h, pipe)
         valid_labels = {u: main.labels[u] for u in valid_users}
@@ -208,6 +208,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         tables.save(tmp / "features")
         art.save(tmp / "retrieval")
         ranker.save(tmp / "ranker")
+        write_checksums(tmp)
         write_metadata(tmp, meta)
         publish(tmp, out)
         step("serving_stage1", t)

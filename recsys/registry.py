@@ -1,0 +1,154 @@
+"""The model registry: a directory of bundles and a pointer to the champion.
+
+    MODELS_DIR/<version>/     bundles written by `recsys train --registry MODELS_DIR`
+    MODELS_DIR/CHAMPION       the version the services serve (replaced atomically)
+    MODELS_DIR/history.jsonl  every promotion and rollback, with the numbers behind it
+
+The services poll CHAMPION and swap to a new version without restart (see recsys/rpc/reload.py).
+A candidate becomes champion only through the promotion gate: it must load, and its validation metric
+must not be worse than the champion's by more than a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from recsys.bundle import BundleError, BundleMetadata, read_metadata, verify_bundle
+
+CHAMPION = "CHAMPION"
+HISTORY = "history.jsonl"
+GATE_METRIC = "valid_ndcg@10"
+DEFAULT_TOLERANCE = 0.005
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    candidate: str
+    champion_before: str | None
+    metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    tolerance: float
+    reason: str
+    at: float = field(default_factory=time.time)
+
+    def summary(self) -> str:
+        verdict = "PROMOTED" if self.promoted else "REJECTED"
+        cv = "n/a" if self.candidate_value is None else f"{self.candidate_value:.4f}"
+        hv = "n/a" if self.champion_value is None else f"{self.champion_value:.4f}"
+        return (f"{verdict} {self.candidate}: {self.metric} candidate {cv} vs champion "
+                f"{self.champion_before or '(none)'} {hv}, tolerance {self.tolerance:.4f} — {self.reason}")
+
+
+class Registry:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def bundles(self) -> list[BundleMetadata]:
+        """Readable bundles, oldest first (unreadable directories are skipped; `check` reports them)."""
+        out = []
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.is_dir() and not d.name.startswith("."):
+                    try:
+                        out.append(read_metadata(d))
+                    except BundleError:
+                        continue
+        return sorted(out, key=lambda m: m.created)
+
+    def champion(self) -> str | None:
+        try:
+            version = (self.root / CHAMPION).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def history(self) -> list[dict]:
+        try:
+            lines = (self.root / HISTORY).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(x) for x in lines if x.strip()]
+
+    def _set_champion(self, version: str) -> None:
+        tmp = self.root / f".{CHAMPION}.tmp-{os.getpid()}"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.root / CHAMPION)
+
+    def _log(self, event: str, **fields) -> None:
+        with open(self.root / HISTORY, "a") as f:
+            f.write(json.dumps({"event": event, "at": time.time(), **fields}) + "\n")
+
+    def check(self, version: str) -> BundleMetadata:
+        """Load every part of a bundle the services load; raise BundleError if any fails."""
+        from recsys.feature_tables import FeatureTables
+        from recsys.pipeline.model import ServingModel
+        from recsys.retrieval.artifacts import RetrievalArtifacts
+
+        path = self.path(version)
+        meta = verify_bundle(path)
+        try:
+            ServingModel.load(path)
+            RetrievalArtifacts.load(path / "retrieval")
+            FeatureTables.load(path / "features")
+        except BundleError:
+            raise
+        except Exception as exc:
+            raise BundleError(f"{path}: {exc}") from exc
+        return meta
+
+    def promote(self, version: str | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                metric: str = GATE_METRIC, force: bool = False) -> Decision:
+        """Make `version` (default: the newest bundle) champion if it passes the gate."""
+        bundles = self.bundles()
+        if version is None:
+            if not bundles:
+                raise BundleError(f"{self.root}: no bundles to promote")
+            version = bundles[-1].version
+        current = self.champion()
+        cand_meta = self.check(version)  # a corrupt candidate never becomes champion, even with force
+        cand_value = cand_meta.metrics.get(metric)
+        champ_value = None
+        if current and current != version:
+            try:
+                champ_value = read_metadata(self.path(current)).metrics.get(metric)
+            except BundleError:
+                champ_value = None  # the champion itself is unreadable: anything loadable is better
+        if current == version:
+            ok, reason = False, "already the champion"
+        elif force:
+            ok, reason = True, "forced"
+        elif cand_value is None:
+            ok, reason = False, f"candidate has no {metric} metric"
+        elif champ_value is None:
+            ok, reason = True, "no comparable champion"
+        elif cand_value >= champ_value - tolerance:
+            ok, reason = True, f"within tolerance (delta {cand_value - champ_value:+.4f})"
+        else:
+            ok, reason = False, f"worse by {champ_value - cand_value:.4f} > tolerance"
+        decision = Decision(ok, version, current, metric, cand_value, champ_value, tolerance, reason)
+        if ok:
+            self._set_champion(version)
+        self._log("promote", **asdict(decision))
+        return decision
+
+    def rollback(self) -> str:
+        """Return to the champion before the current one (from the history)."""
+        current = self.champion()
+        previous = [e["champion_before"] for e in self.history()
+                    if e["event"] == "promote" and e["promoted"] and e["candidate"] == current]
+        target = previous[-1] if previous else None
+        if not target:
+            raise BundleError(f"{self.root}: no earlier champion to roll back to")
+        self.check(target)
+        self._set_champion(target)
+        self._log("rollback", from_version=current, to_version=target)
+        return target
