@@ -12,6 +12,7 @@ import numpy as np
 
 @dataclass
 class RankerParams:
+    objective: str = "lambdarank"     # or "rank_xendcg"
     num_leaves: int = 31
     learning_rate: float = 0.05
     min_data_in_leaf: int = 50
@@ -29,7 +30,7 @@ class RankerParams:
 
     def lgb_params(self) -> dict:
         return {
-            "objective": "lambdarank",
+            "objective": self.objective,
             "metric": "ndcg",
             "eval_at": [10],
             "lambdarank_truncation_level": 20,

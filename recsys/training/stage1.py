@@ -19,9 +19,9 @@ from recsys.retrieval.item2item import item_neighbors
 from recsys.training.config import TrainConfig
 
 USER_FEATURES = ["user_n_interactions", "user_n_items", "user_mean_value", "user_active_days",
-                 "user_first_ts", "user_last_ts", "user_mean_ts"]
+                 "user_first_ts", "user_last_ts", "user_mean_ts", "user_activity_rel"]
 ITEM_FEATURES = ["item_n_interactions", "item_n_users", "item_mean_value", "item_recent_share",
-                 "item_age_days", "item_first_ts", "item_mean_ts"]
+                 "item_age_days", "item_first_ts", "item_mean_ts", "item_popularity_rel"]
 DAY = 86_400.0
 
 
@@ -115,7 +115,8 @@ def build_feature_tables(ds: Dataset, vocab: Vocab, weights: np.ndarray) -> Feat
     mean_ts = np.divide(np.bincount(u, weights=ts, minlength=nu), n_inter, out=np.full(nu, np.nan), where=n_inter > 0)
     user_values = np.stack([n_inter, n_items, np.divide(sum_w, n_inter, out=np.zeros(nu), where=n_inter > 0),
                             active, np.where(n_inter > 0, first, np.nan), np.where(n_inter > 0, last, np.nan),
-                            mean_ts], axis=1).astype(np.float64)
+                            mean_ts, n_inter / max(float(n_inter[n_inter > 0].mean()) if (n_inter > 0).any() else 1.0,
+                                                   1e-9)], axis=1).astype(np.float64)
 
     i_inter = np.bincount(i, minlength=ni).astype(np.float32)
     i_users = np.diff(user_item_matrix(inter, vocab).tocsc().indptr).astype(np.float32)
@@ -129,7 +130,8 @@ def build_feature_tables(ds: Dataset, vocab: Vocab, weights: np.ndarray) -> Feat
     item_cols = [i_inter, i_users,
                  np.divide(i_sum_w, i_inter, out=np.full(ni, np.nan), where=i_inter > 0),
                  np.divide(i_recent, i_inter, out=np.full(ni, np.nan), where=i_inter > 0), age,
-                 np.where(np.isfinite(i_first), i_first, np.nan), i_mean_ts]
+                 np.where(np.isfinite(i_first), i_first, np.nan), i_mean_ts,
+                 i_inter / max(float(i_inter.sum()) / max(ni, 1), 1e-9)]  # popularity relative to the mean item
     cats, titles, numeric = _item_metadata(ds, vocab)
     names = ITEM_FEATURES + list(numeric)
     item_values = np.stack(item_cols + list(numeric.values()), axis=1).astype(np.float32)

@@ -32,16 +32,24 @@ from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
 from recsys.pipeline.recommend import PipelineConfig
 from recsys.pipeline.stages import feature_columns
-from recsys.ranking.model import train_ranker
+from recsys.ranking.model import RankerModel, train_ranker
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.training.config import TrainConfig
 from recsys.training.stage1 import Vocab, build_stage1
 
 log = logging.getLogger(__name__)
-# Columns the ranker must not learn from: bookkeeping, and absolute times (which only make sense relative to
-# each other; the pair features built from them are used instead).
-NOT_FEATURES = {"n_sources", "user_first_ts", "user_last_ts", "user_mean_ts", "item_first_ts", "item_mean_ts"}
+# Columns the ranker must not learn from. The ranker learns on features from stage-1 models fit on the
+# history part (80% of each user's interactions) but serves with models refit on everything, so features
+# whose scale grows with the amount of data (raw counts, raw retrieval scores, absolute times) would shift
+# between training and serving; their scale-free versions (relative activity/popularity, per-request
+# z-scores and ranks, time differences) are used instead.
+NOT_FEATURES = {
+    "n_sources", "history_len",
+    "user_n_interactions", "user_n_items", "item_n_interactions", "item_n_users",
+    "als_score", "i2i_score", "content_score", "segment_score",
+    "user_first_ts", "user_last_ts", "user_mean_ts", "item_first_ts", "item_mean_ts",
+}
 
 
 @dataclass
@@ -121,6 +129,26 @@ def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam
     return {f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
 
 
+def list_ndcg(data: RankerData, names: list[str], ranker: RankerModel, k: int = 10) -> dict[str, float]:
+    """nDCG@k on the validation candidate lists: the ranker versus its base feature alone (what the
+    trees add on top of the strongest single retrieval score)."""
+    scores = {"ranker_valid_list_ndcg@10": ranker.score(data.x)}
+    if ranker.base_feature in names:
+        scores["ranker_valid_base_only_ndcg@10"] = np.nan_to_num(data.x[:, names.index(ranker.base_feature)], nan=-1e9)
+    out = {}
+    bounds = np.concatenate([[0], np.cumsum(data.groups)])
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for key, s in scores.items():
+        vals = []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            y = data.y[a:b]
+            top = np.argsort(-s[a:b], kind="stable")[:k]
+            ideal = discounts[: min(k, int(y.sum()))].sum()
+            vals.append(float((y[top] * discounts[: len(top)]).sum() / ideal) if ideal > 0 else 0.0)
+        out[key] = float(np.mean(vals))
+    return out
+
+
 def popularity_ndcg(fold: Fold, users: list[str], max_history: int, k: int = 10) -> float:
     """The most-popular baseline on the same validation users (what the pipeline must clearly beat)."""
     order = fold.art.item_ids[np.argsort(-fold.art.popularity, kind="stable")].tolist()
@@ -177,6 +205,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         t = step("ranker_lists", t)
 
         ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
+        ranker.metrics.update(list_ndcg(va, names, ranker))
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
