@@ -23,7 +23,9 @@ def test_bundle_layout_and_metadata(small_bundle, small_dataset):
     assert art.item_factors.shape[0] == len(art.item_ids)
     model = ServingModel.load(small_bundle)
     assert model.version == meta.version
-    assert "i2i_score" in model.ranker.feature_names and "n_sources" not in model.ranker.feature_names
+    names = model.ranker.feature_names
+    assert "i2i_score_z" in names and model.ranker.base_feature == "i2i_score_z"
+    assert not {"n_sources", "i2i_score", "item_n_interactions", "user_first_ts"} & set(names)  # scale-dependent
 
 
 def test_pipeline_beats_popularity_on_validation(small_bundle):
