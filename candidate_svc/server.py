@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc import aio
 
 from candidate_svc.settings import CandidateSettings
@@ -53,14 +54,14 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
         generator, version = self.current
         cands = retrieve_list(generator, version, list(request.history), list(request.exclude_item_ids),
                               request.n or s.default_n, dict(request.user_attributes), request.include_seen)
-        resp = pb.RetrieveResponse(score_names=cands.score_names, model_version=version)
-        counts: dict[str, int] = {}
-        for item_id, scores, sources in zip(cands.item_ids, cands.scores.tolist(), cands.sources, strict=True):
-            resp.candidates.add(item_id=item_id, scores=scores, sources=sources)
-            for src in sources:
-                counts[src] = counts.get(src, 0) + 1
-        for src, c in counts.items():
-            CANDIDATES.labels(src).inc(c)
+        resp = pb.RetrieveResponse(item_ids=cands.item_ids, score_names=cands.score_names,
+                                   scores=cands.scores.ravel().tolist(), source_names=cands.source_vocab,
+                                   source_masks=cands.source_masks.tolist(), model_version=version)
+        masks = cands.source_masks.astype(np.int64)
+        for i, src in enumerate(cands.source_vocab):
+            count = int(((masks >> i) & 1).sum())
+            if count:
+                CANDIDATES.labels(src).inc(count)
         return resp
 
 

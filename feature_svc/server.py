@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc import aio
 
 from feature_svc.settings import FeatureSettings
@@ -67,14 +68,22 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
             records = await self._call(self.storage.get_items, list(request.item_ids))
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        resp = pb.GetItemFeaturesResponse(feature_names=self.storage.item_feature_names)
-        for iid, rec in zip(request.item_ids, records, strict=True):
+        names = self.storage.item_feature_names
+        found = [rec is not None for rec in records]
+        values = np.full((len(records), len(names)), np.nan, dtype=np.float32)
+        titles, categories, counts = [], [], []
+        for i, rec in enumerate(records):
             if rec is None:
-                resp.items.add(item_id=iid, found=False)
+                titles.append("")
+                counts.append(0)
             else:
-                resp.items.add(item_id=iid, found=True, values=rec.values.tolist(), categories=rec.categories,
-                               title=rec.title)
-        return resp
+                values[i] = rec.values
+                titles.append(rec.title)
+                categories.extend(rec.categories)
+                counts.append(len(rec.categories))
+        return pb.GetItemFeaturesResponse(feature_names=names, item_ids=request.item_ids, found=found,
+                                          values=values.ravel().tolist(), titles=titles, categories=categories,
+                                          category_counts=counts)
 
     async def RecordEvents(self, request: pb.RecordEventsRequest, context) -> pb.RecordEventsResponse:
         if len(request.events) > self.max_batch:

@@ -72,9 +72,12 @@ class RemoteFeatureSource:
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         names = list(resp.feature_names)
-        empty = np.full(len(names), np.nan, np.float32)
-        views = [ItemView(it.item_id, it.found, np.asarray(it.values, np.float32) if it.found else empty,
-                          list(it.categories), it.title) for it in resp.items]
+        n = len(resp.item_ids)
+        values = np.asarray(resp.values, dtype=np.float32).reshape(n, len(names))
+        bounds = np.concatenate([[0], np.cumsum(np.asarray(resp.category_counts, dtype=np.int64))]).tolist()
+        cats = list(resp.categories)
+        views = [ItemView(item_id, found, values[i], cats[bounds[i]:bounds[i + 1]], title)
+                 for i, (item_id, found, title) in enumerate(zip(resp.item_ids, resp.found, resp.titles, strict=True))]
         return names, views
 
 
@@ -92,6 +95,7 @@ class RemoteCandidateSource:
         except grpc.RpcError as exc:
             raise DependencyError("candidate_svc", self.ch.candidate_addr, exc) from exc
         names = list(resp.score_names)
-        scores = np.array([c.scores for c in resp.candidates], dtype=np.float32).reshape(-1, len(names))
-        return CandidateList(item_ids=[c.item_id for c in resp.candidates], score_names=names, scores=scores,
-                             sources=[list(c.sources) for c in resp.candidates], model_version=resp.model_version)
+        scores = np.asarray(resp.scores, dtype=np.float32).reshape(len(resp.item_ids), len(names))
+        return CandidateList(item_ids=list(resp.item_ids), score_names=names, scores=scores,
+                             source_masks=np.asarray(resp.source_masks, dtype=np.uint32),
+                             source_vocab=list(resp.source_names), model_version=resp.model_version)

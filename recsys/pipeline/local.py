@@ -10,7 +10,7 @@ import numpy as np
 
 from feature_svc.storage.base import FeatureStorage
 from recsys.pipeline.types import CandidateList, ItemView, UserView
-from recsys.retrieval.generator import SCORE_NAMES, CandidateGenerator
+from recsys.retrieval.generator import SCORE_NAMES, SOURCES, CandidateGenerator
 
 
 def retrieve_list(gen: CandidateGenerator, version: str, history: list[str], exclude: list[str], n: int,
@@ -18,8 +18,8 @@ def retrieve_list(gen: CandidateGenerator, version: str, history: list[str], exc
     """Run the generator on item ids and return ids, scores and source names."""
     c = gen.retrieve(gen.indices(history), attributes, n or None, gen.indices(exclude), include_seen)
     ids = gen.art.item_ids[c.items].tolist() if len(c.items) else []
-    return CandidateList(item_ids=ids, score_names=list(SCORE_NAMES), scores=c.scores,
-                         sources=[c.source_names(i) for i in range(len(ids))], model_version=version)
+    return CandidateList(item_ids=ids, score_names=list(SCORE_NAMES), scores=c.scores, source_masks=c.sources,
+                         source_vocab=list(SOURCES), model_version=version)
 
 
 class LocalFeatureSource:

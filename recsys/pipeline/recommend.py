@@ -68,10 +68,8 @@ async def recommend(params: RecommendParams, model: ServingModel, features: Feat
     if params.explain and not fallback and x is not None:
         with t.stage("explain"):
             contributions = stages.explain(model, x, order)
-    counts: dict[str, int] = {}
-    for srcs in cands.sources:
-        for s in srcs:
-            counts[s] = counts.get(s, 0) + 1
+    masks = np.asarray(cands.source_masks, dtype=np.int64)
+    counts = {s: int(((masks >> i) & 1).sum()) for i, s in enumerate(cands.source_vocab)}
     return Recommendation(
         items=stages.build_items(cands, items, scores, order, contributions),
         model_version=model.version, cold_start=not user.history, fallback=fallback,

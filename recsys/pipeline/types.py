@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -32,8 +33,20 @@ class CandidateList:
     item_ids: list[str]
     score_names: list[str]
     scores: np.ndarray                 # float32 [n, len(score_names)]
-    sources: list[list[str]]
+    source_masks: np.ndarray           # uint [n]: bit i set = source_vocab[i] proposed the item
+    source_vocab: list[str]
     model_version: str = ""
+
+    @cached_property
+    def sources(self) -> list[list[str]]:
+        """Source names per candidate."""
+        names = {}
+        out = []
+        for m in self.source_masks.tolist():
+            if m not in names:
+                names[m] = [s for i, s in enumerate(self.source_vocab) if m >> i & 1]
+            out.append(names[m])
+        return out
 
 
 @dataclass

@@ -22,6 +22,7 @@ SCORE_NAMES = ("als_score", "als_rank", "i2i_score", "i2i_rank", "pop_score", "s
 # Share of the candidate budget each source gets; what a source cannot fill goes to the others.
 DEFAULT_QUOTAS = {"als": 0.4, "i2i": 0.4, "popular": 0.1, "segment": 0.05, "content": 0.05}
 COLD_USER_QUOTAS = {"popular": 0.5, "segment": 0.5}
+_MASK_NAMES = [[s for i, s in enumerate(SOURCES) if mask >> i & 1] for mask in range(1 << len(SOURCES))]
 
 
 @dataclass
@@ -31,8 +32,7 @@ class Candidates:
     sources: np.ndarray               # uint8 bitmask [n], bit i = SOURCES[i] proposed the item
 
     def source_names(self, row: int) -> list[str]:
-        mask = int(self.sources[row])
-        return [s for i, s in enumerate(SOURCES) if mask >> i & 1]
+        return _MASK_NAMES[int(self.sources[row])]
 
 
 @dataclass
@@ -120,37 +120,30 @@ class CandidateGenerator:
                n: int) -> tuple[np.ndarray, np.ndarray]:
         """Quota-then-interleave merge of the source lists, skipping banned items and duplicates."""
         taken = banned.copy()
-        chosen: list[np.ndarray] = []
-        bits: dict[int, int] = {}
+        bits = np.zeros(self.n_items, dtype=np.uint8)
         clean = {s: lst[~banned[lst]] for s, lst in lists.items()}
         for s, lst in clean.items():
-            b = 1 << SOURCES.index(s)
-            for i in lst.tolist():
-                bits[i] = bits.get(i, 0) | b
+            bits[lst] |= np.uint8(1 << SOURCES.index(s))
+        chosen: list[np.ndarray] = []
         for s in SOURCES:  # first pass: each source up to its quota
-            if s not in clean:
-                continue
-            lst = clean[s]
-            fresh = lst[~taken[lst]][: budget.get(s, 0)]
-            taken[fresh] = True
-            chosen.append(fresh)
+            if s in clean:
+                lst = clean[s]
+                fresh = lst[~taken[lst]][: budget.get(s, 0)]
+                taken[fresh] = True
+                chosen.append(fresh)
         total = sum(len(c) for c in chosen)
-        rest = {s: lst[~taken[lst]] for s, lst in clean.items()}
-        depth = 0
-        while total < n and any(depth < len(lst) for lst in rest.values()):
-            for s in SOURCES:  # second pass: interleave what is left, by rank
-                lst = rest.get(s)
-                if lst is None or depth >= len(lst) or total >= n:
-                    continue
-                i = lst[depth]
-                if not taken[i]:
-                    taken[i] = True
-                    chosen.append(np.array([i]))
-                    total += 1
-            depth += 1
+        if total < n:  # second pass: interleave what is left, by rank
+            rest = [lst[~taken[lst]] for s in SOURCES if (lst := clean.get(s)) is not None]
+            depth = max((len(r) for r in rest), default=0)
+            grid = np.full((depth, len(rest)), -1, dtype=np.int64)
+            for j, r in enumerate(rest):
+                grid[: len(r), j] = r
+            flat = grid.ravel()
+            flat = flat[flat >= 0]
+            _, first = np.unique(flat, return_index=True)
+            chosen.append(flat[np.sort(first)][: n - total])
         items = np.concatenate(chosen)[:n].astype(np.int64) if chosen else np.zeros(0, np.int64)
-        mask = np.array([bits.get(i, 0) for i in items.tolist()], dtype=np.uint8)
-        return items, mask
+        return items, bits[items]
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
@@ -163,11 +156,10 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
 def _rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:
     """1-based rank of each item in a source's ranked list, NaN where the source did not return it."""
     out = np.full(len(items), np.nan, dtype=np.float32)
-    if ranked is None or not len(ranked):
+    if ranked is None or not len(ranked) or not len(items):
         return out
-    pos = {int(x): r + 1 for r, x in enumerate(ranked.tolist())}
-    for j, x in enumerate(items.tolist()):
-        r = pos.get(x)
-        if r is not None:
-            out[j] = r
+    order = np.argsort(ranked, kind="stable")
+    pos = np.searchsorted(ranked[order], items).clip(0, len(ranked) - 1)
+    hit = ranked[order][pos] == items
+    out[hit] = order[pos[hit]] + 1
     return out
