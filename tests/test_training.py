@@ -70,3 +70,21 @@ def test_corrupt_bundle_is_rejected(small_bundle, tmp_path):
 def test_popularity_table_is_log_scaled(small_bundle):
     art = RetrievalArtifacts.load(small_bundle / "retrieval")
     assert np.isclose(art.popularity.max(), 1.0) and art.popularity.min() >= 0
+
+
+def test_training_is_deterministic(small_dataset, small_bundle, tmp_path):
+    from recsys.training.trainer import train
+    from tests.conftest import small_train_config
+
+    again = tmp_path / "again"
+    train(small_dataset, again, small_train_config(), show_progress=False)
+    first, second = read_metadata(small_bundle).metrics, read_metadata(again).metrics
+    for key in ("valid_ndcg@10", "ranker_valid_ndcg@10", "ranker_best_iteration", "valid_candidate_recall@100"):
+        assert first[key] == second[key], key
+    strip = [line for line in (small_bundle / "ranker" / "model.txt").read_text().splitlines()
+             if not line.startswith("[") and "version" not in line]
+    strip2 = [line for line in (again / "ranker" / "model.txt").read_text().splitlines()
+              if not line.startswith("[") and "version" not in line]
+    assert strip == strip2
+    assert np.array_equal(np.load(small_bundle / "retrieval" / "item_factors.npy"),
+                          np.load(again / "retrieval" / "item_factors.npy"))
