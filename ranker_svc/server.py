@@ -88,6 +88,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         for stage, seconds in rec.timings.items():
             STAGE_LATENCY.labels(stage).observe(seconds)
         outcome = "fallback" if rec.fallback else "empty" if not rec.items else "ok"
+        if log.isEnabledFor(logging.DEBUG):  # an access log, with the caller's context, when asked for
+            ctx = request.context
+            log.debug("request_id=%s user=%s k=%d model=%s outcome=%s surface=%s device=%s extra=%s ms=%.2f",
+                      request_id, request.user_id, request.k, rec.model_version, outcome, ctx.surface, ctx.device,
+                      dict(ctx.extra), 1000 * sum(rec.timings.values()))
         RECOMMEND_RESULTS.labels(outcome).inc()
         if rec.cold_start:
             RECOMMEND_RESULTS.labels("cold_start").inc()

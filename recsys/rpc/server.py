@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -76,7 +77,9 @@ class Server:
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Run a service's main coroutine; RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's per-request access log."""
+    logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(main())
 
 
