@@ -13,7 +13,7 @@ install: $(VENV)/.installed stubs
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,tune]'
 	@touch $@
 
 # gRPC stubs are generated from protos/ (never committed) into the recsys.v1 package.
@@ -23,12 +23,12 @@ recsys/v1/%_pb2.py: protos/recsys/v1/%.proto $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $<
 	@touch recsys/v1/__init__.py
 
-# System packages the tests use: redis-server (Redis backend tests) and promtool (alert rule tests).
+# System packages the tests use: redis-server (Redis backend tests), promtool and amtool (alert tests).
 sysdeps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq redis-server prometheus >/dev/null 2>&1 || \
-	     (apt-get update -qq && apt-get install -y -qq redis-server prometheus >/dev/null)); \
+	    (apt-get install -y -qq redis-server prometheus prometheus-alertmanager >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq redis-server prometheus prometheus-alertmanager >/dev/null)); \
 	  else echo "note: redis-server not found and cannot install it; Redis tests will be skipped"; fi; \
 	fi
 
@@ -41,7 +41,6 @@ test: install sysdeps
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(VENV)/bin/recsys bench --items 100000 --json bench.json

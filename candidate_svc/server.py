@@ -49,8 +49,9 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
         if len(request.history) > s.max_history:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"history: at most {s.max_history} items, got {len(request.history)}")
-        if len(request.exclude_item_ids) > s.max_n * 10:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "exclude_item_ids: too many ids")
+        if len(request.exclude_item_ids) > s.max_exclude:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"exclude_item_ids: at most {s.max_exclude} ids, got {len(request.exclude_item_ids)}")
         generator, version = self.current
         cands = retrieve_list(generator, version, list(request.history), list(request.exclude_item_ids),
                               request.n or s.default_n, dict(request.user_attributes), request.include_seen)

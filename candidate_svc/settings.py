@@ -18,3 +18,5 @@ class CandidateSettings:
     default_n: int = field(default=300, metadata={"help": "candidates when the request asks for 0"})
     max_n: int = field(default=5000, metadata={"help": "largest n a request may ask for"})
     max_history: int = field(default=5000, metadata={"help": "longest history accepted in a request"})
+    max_exclude: int = field(default=200_000, metadata={
+        "help": "most excluded ids per request (the ranker excludes a user's whole history)"})

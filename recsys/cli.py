@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--cpus", type=int, default=2, help="CPUs for local Ray")
     tu.add_argument("--out", default="tuned.yaml", help="where to write the best configuration")
     tu.add_argument("--seed", type=int, default=42)
+    tu.add_argument("--config", help="base training config to start the search from (YAML/JSON)")
     tu.set_defaults(func=cmd_tune)
     return p
 

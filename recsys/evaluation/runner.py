@@ -1,26 +1,54 @@
 """`recsys eval`: split a dataset by a protocol, train on the training part, and measure the serving
-pipeline (through OfflineStack, i.e. the services' own code) and baselines on the test part."""
+pipeline (through OfflineStack, i.e. the services' own code), its candidate stage and baselines on the
+test part, with accuracy and beyond-accuracy metrics side by side.
+
+Systems:
+- `pipeline`: candidates → LightGBM ranker → MMR at the serving default λ, exactly `recommend()`;
+- `pipeline_no_diversity`: the same call with λ = 1 (pure relevance);
+- `retrieval`: the candidate stage alone (`retrieve_list`, as candidate_svc serves it), its list ordered
+  by reciprocal-rank fusion of the sources (see `retrieval_order`);
+- `popularity`, `ease`, `als`: baselines fitted on the same training split (`baselines.py`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from threadpoolctl import threadpool_limits
 
 from recsys.data.schema import Dataset
 from recsys.data.split import stratified_split, temporal_split
+from recsys.evaluation import baselines, beyond
 from recsys.evaluation.metrics import map_at_k, ndcg_at_k, precision_at_k, recall_at_k
 from recsys.evaluation.offline import OfflineStack
+from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
+from recsys.pipeline.types import CandidateList
+from recsys.retrieval.generator import SOURCES
 from recsys.training.config import TrainConfig
 from recsys.training.trainer import train
+
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
+# the score column each candidate source ranks its own list by
+SOURCE_SCORE = {
+    "als": "als_score",
+    "i2i": "i2i_score",
+    "popular": "pop_score",
+    "segment": "segment_score",
+    "content": "content_score",
+}
 
 
 def split(ds: Dataset, protocol: str, seed: int) -> tuple[Dataset, pd.DataFrame]:
@@ -39,6 +67,7 @@ def split(ds: Dataset, protocol: str, seed: int) -> tuple[Dataset, pd.DataFrame]
 
 
 def accuracy(recs: dict[str, list[str]], truth: dict[str, set[str]], k: int) -> dict[str, float]:
+    """precision, recall, nDCG and MAP at k, each averaged over all test users (missing lists score 0)."""
     users = list(truth)
     return {
         f"precision@{k}": float(np.mean([precision_at_k(recs.get(u, []), truth[u], k) for u in users])),
@@ -48,36 +77,267 @@ def accuracy(recs: dict[str, list[str]], truth: dict[str, set[str]], k: int) -> 
     }
 
 
+def retrieval_order(cands: CandidateList) -> np.ndarray:
+    """The candidate stage's own ranking of its merged list: reciprocal-rank fusion of the sources.
+
+    The merged list's order is not a ranking (it is quota blocks: all of ALS's share, then item-to-item's,
+    ...), so its first k would be ALS alone. Instead each source ranks the candidates it proposed by its
+    own score (ALS dot product, item-to-item weight, popularity, segment and content scores), and a
+    candidate's retrieval score is Σ 1 / (60 + rank) over the sources that proposed it: items several
+    sources agree on come first, then each source's best. Ties keep merged-list order.
+    """
+    fused = np.zeros(len(cands.item_ids), dtype=np.float64)
+    masks = np.asarray(cands.source_masks, dtype=np.int64)
+    for bit, s in enumerate(cands.source_vocab):
+        col = SOURCE_SCORE.get(s)
+        if col not in cands.score_names:
+            continue
+        rows = np.flatnonzero(masks >> bit & 1)
+        if not len(rows):
+            continue
+        score = np.nan_to_num(cands.scores[rows, cands.score_names.index(col)].astype(np.float64), nan=-np.inf)
+        ranked = rows[np.argsort(-score, kind="stable")]
+        fused[ranked] += 1.0 / (RRF_K + np.arange(1, len(ranked) + 1))
+    return np.argsort(-fused, kind="stable")
+
+
+def source_order(cands: CandidateList, source: str) -> np.ndarray:
+    """All candidates ordered by one source's score alone (missing scores last): a diagnostic of how much
+    of the ranking each source could carry by itself."""
+    col = cands.scores[:, cands.score_names.index(SOURCE_SCORE[source])].astype(np.float64)
+    return np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")
+
+
+@dataclass
+class EvalResult:
+    """The JSON summary plus what the report's plots need (the lists themselves and item popularity)."""
+
+    summary: dict
+    recs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    item_popularity: dict[str, int] = field(default_factory=dict)  # distinct training users per item
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not show,
+    )
+
+
+def _candidates(stack: OfflineStack, users: list[str], on_user: Callable[[], None]) -> dict[str, CandidateList]:
+    """The candidate list serving would pass to the ranker, per user: the same fetch-user and retrieve
+    calls, history window and attributes as `recommend()`."""
+
+    async def run() -> dict[str, CandidateList]:
+        out = {}
+        for u in users:
+            _, out[u] = await fetch_and_retrieve(stack.features, stack.candidates, u, stack.pipeline, [], {}, False)
+            on_user()
+        return out
+
+    return asyncio.run(run())
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+def run(
+    ds: Dataset,
+    protocol: str,
+    k: int = 10,
+    seed: int = 42,
+    cfg: TrainConfig | None = None,
+    *,
+    dataset_spec: str = "",
+    show_progress: bool = False,
+    als_baseline: bool = True,
+) -> EvalResult:
+    """Split, train a bundle on the training part, then score every system on the test users.
+
+    `seed` drives both the split and training (cfg.seed), as `recsys train --seed` does. Relevant items are
+    all of a user's test interactions; every system recommends from the whole catalog (the bundle's items:
+    training items plus item metadata) minus the user's training items, and metrics average over test users.
+    """
+    cfg = replace(cfg or TrainConfig(), seed=seed)
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    train_ds, test = split(ds, protocol, seed)
+    train_df = train_ds.interactions
+    truth = {u: set(g) for u, g in test.groupby("user_id")["item_id"]}
+    users = sorted(truth)
+    if not users:
+        raise ValueError(f"protocol {protocol} left no test interactions in {dataset_spec or ds.name}")
+    recs: dict[str, dict[str, list[str]]] = {}
+    extra: dict[str, dict[str, float]] = {}
+    n_cand = cfg.n_candidates
+    with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
+        t = time.time()
+        train(
+            train_ds,
+            Path(tmp) / "bundle",
+            cfg,
+            dataset_spec=f"{dataset_spec or ds.name} ({protocol} train)",
+            show_progress=show_progress,
+        )
+        timings["train"] = time.time() - t
+        # serving's pipeline defaults (MMR λ, pool, history window) with the candidate count trained for
+        stack = OfflineStack.from_bundle(Path(tmp) / "bundle", PipelineConfig(n_candidates=n_cand))
+    lam = stack.pipeline.diversity_lambda
+    catalog = stack.generator.art.item_ids.tolist()
+
+    # One BLAS thread: MMR's similarity products are ~100x64 matrices, where OpenBLAS's thread hand-off
+    # costs more than the work (measured 5-7x slower per request on 2 busy cores); results are unchanged.
+    with _progress(show_progress) as progress, threadpool_limits(1, user_api="blas"):
+        for name, lam_arg in (("pipeline", None), ("pipeline_no_diversity", 1.0)):
+            t = time.time()
+            task = progress.add_task(name, total=len(users))
+            out = stack.recommend_many(users, k, lam_arg, progress=lambda task=task: progress.advance(task))
+            recs[name] = {u: [i.item_id for i in r.items] for u, r in out.items()}
+            timings[name] = time.time() - t
+            fell_back = sum(r.fallback for r in out.values())
+            if fell_back:
+                notes.append(f"{name}: the ranker failed for {fell_back} users, who got the popularity fallback")
+
+        t = time.time()
+        task = progress.add_task("retrieval", total=len(users))
+        cands = _candidates(stack, users, lambda: progress.advance(task))
+        recs["retrieval"] = {}
+        cand_recall = []
+        for u in users:
+            c = cands[u]
+            cand_recall.append(len(truth[u] & set(c.item_ids)) / len(truth[u]))
+            recs["retrieval"][u] = [c.item_ids[i] for i in retrieval_order(c)[:k]]
+        cr = {f"candidate_recall@{n_cand}": float(np.mean(cand_recall))}
+        by_source = {}
+        for src in SOURCES:
+            if SOURCE_SCORE[src] in cands[users[0]].score_names:  # all lists share the names
+                r = {u: [cands[u].item_ids[i] for i in source_order(cands[u], src)[:k]] for u in users}
+                by_source[src] = {key: _r(v) for key, v in accuracy(r, truth, k).items() if key.startswith("ndcg")}
+        for name in ("pipeline", "pipeline_no_diversity", "retrieval"):
+            extra[name] = dict(cr)
+        timings["retrieval"] = time.time() - t
+
+        data = baselines.Interactions(train_df, catalog)
+        t = time.time()
+        recs["popularity"] = baselines.popularity(data, users, k)
+        timings["popularity"] = time.time() - t
+        if len(catalog) <= baselines.EASE_MAX_ITEMS:
+            t = time.time()
+            recs["ease"] = baselines.ease(data, users, k, reg=cfg.ease_reg)
+            timings["ease"] = time.time() - t
+        else:
+            notes.append(f"ease skipped: {len(catalog):,} items > {baselines.EASE_MAX_ITEMS:,} (dense EASE too big)")
+        if als_baseline:
+            t = time.time()
+            recs["als"] = baselines.als(data, users, k, cfg.als)
+            timings["als"] = time.time() - t
+
+        seen = train_df.groupby("user_id")["item_id"].agg(set)
+        for name in ("pipeline", "retrieval"):
+            n_seen = sum(len(seen.get(u, set()) & set(r)) for u, r in recs[name].items())
+            if n_seen:
+                notes.append(
+                    f"{name} recommended {n_seen} training items (serving must exclude every item a user "
+                    "interacted with)"
+                )
+
+        t = time.time()
+        pop = dict(baselines.item_popularity_counts(train_df))
+        n_train_users = int(train_df["user_id"].nunique())
+        hist_len = train_df.drop_duplicates(["user_id", "item_id"]).groupby("user_id").size()
+        segments = beyond.user_segments({u: int(hist_len.get(u, 0)) for u in users})
+        categories = {
+            x: (r.categories if r is not None else [])
+            for x, r in zip(catalog, stack.storage.get_items(catalog), strict=True)
+        }
+        sim = beyond.ItemSimilarity(stack.model.embeddings.lookup, categories)
+        systems: dict[str, dict[str, float | None]] = {}
+        task = progress.add_task("beyond-accuracy metrics", total=len(recs))
+        for name, r in recs.items():
+            m: dict[str, float] = accuracy(r, truth, k)
+            m |= extra.get(name, {})
+            m["catalog_coverage"] = beyond.catalog_coverage(r, len(catalog), k)
+            m["intra_list_diversity"] = beyond.intra_list_diversity(r, sim, k)
+            m["novelty"] = beyond.novelty(r, pop, n_train_users, k)
+            m["gini"] = beyond.exposure_gini(r, catalog, k)
+            for seg, v in beyond.ndcg_by_segment(r, truth, segments, k).items():
+                m[f"ndcg@{k}_{seg}"] = v
+            systems[name] = {key: _r(v) for key, v in m.items()}
+            progress.advance(task)
+        timings["metrics"] = time.time() - t
+
+    timings["total"] = time.time() - t_start
+    seg_info = {
+        s: {
+            "users": len(us),
+            "min_history": int(hist_len.get(us[0], 0)) if us else None,
+            "max_history": int(hist_len.get(us[-1], 0)) if us else None,
+        }
+        for s, us in segments.items()
+    }
+    summary = {
+        "protocol": protocol,
+        "k": k,
+        "seed": seed,
+        "dataset": dataset_spec or ds.name,
+        "n_train_interactions": len(train_df),
+        "n_test_interactions": len(test),
+        "n_test_users": len(users),
+        "n_catalog_items": len(catalog),
+        "diversity_lambda": lam,
+        "n_candidates": n_cand,
+        "retrieval_order": "reciprocal-rank fusion (k=60) of each source's own ranking of its candidates",
+        "retrieval_by_source": by_source,
+        "segments": seg_info,
+        "notes": notes,
+        "timings": {s: round(v, 2) for s, v in timings.items()},
+        "systems": systems,
+    }
+    return EvalResult(summary=summary, recs=recs, item_popularity=pop)
+
+
+def evaluate(ds: Dataset, protocol: str, k: int = 10, seed: int = 42, cfg: TrainConfig | None = None, **kwargs) -> dict:
+    """The JSON summary of `run` (see there), for callers that want only the numbers."""
+    return run(ds, protocol, k, seed, cfg, **kwargs).summary
+
+
+def results_table(summary: dict) -> Table:
+    """Metrics as rows, systems as columns (fits a terminal with six systems and a dozen metrics)."""
+    systems = summary["systems"]
+    metrics = list(dict.fromkeys(m for r in systems.values() for m in r))
+    table = Table(title=f"{summary['dataset']} · protocol {summary['protocol']} · k={summary['k']}")
+    table.add_column("metric")
+    for name in systems:
+        table.add_column(name, justify="right")
+    for m in metrics:
+        table.add_row(m, *("—" if r.get(m) is None else f"{r[m]:.4f}" for r in systems.values()))
+    return table
+
+
 def run_eval(args: argparse.Namespace, console: Console) -> int:
     from recsys.cli import _load
 
-    ds = _load(args.dataset)
-    train_ds, test = split(ds, args.protocol, args.seed)
-    truth = {u: set(g) for u, g in test.groupby("user_id")["item_id"]}
+    with console.status(f"loading {args.dataset}"):
+        ds = _load(args.dataset)
     cfg = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
-    results: dict[str, dict[str, float]] = {}
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
-        train(train_ds, Path(tmp) / "bundle", cfg, dataset_spec=f"{args.dataset} ({args.protocol} train)")
-        train_seconds = time.time() - t0
-        stack = OfflineStack.from_bundle(Path(tmp) / "bundle")
-        for name, lam in (("pipeline", None), ("pipeline_no_diversity", 1.0)):
-            with Progress(transient=True) as progress:
-                task = progress.add_task(name, total=len(truth))
-                out = stack.recommend_many(list(truth), args.k, lam,
-                                           progress=lambda p=progress, t=task: p.advance(t))
-            results[name] = accuracy({u: [i.item_id for i in r.items] for u, r in out.items()}, truth, args.k)
-    report = {"protocol": args.protocol, "k": args.k, "seed": args.seed, "dataset": args.dataset,
-              "train_seconds": round(train_seconds, 1), "systems": results}
-    table = Table(title=f"{args.dataset} · protocol {args.protocol} · k={args.k}")
-    table.add_column("system")
-    metrics = list(next(iter(results.values())))
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for name, r in results.items():
-        table.add_row(name, *(f"{r[m]:.4f}" for m in metrics))
-    console.print(table)
+    result = run(ds, args.protocol, args.k, args.seed, cfg, dataset_spec=args.dataset, show_progress=True)
+    summary = result.summary
+    console.print(results_table(summary))
+    for note in summary["notes"]:
+        console.print(f"note: {note}")
+    console.print("timings (s): " + ", ".join(f"{s} {v:.1f}" for s, v in summary["timings"].items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        Path(args.json).write_text(json.dumps(summary, indent=1))
         console.print(f"wrote {args.json}")
+    if args.report:
+        from recsys.evaluation.report import write_report
+
+        path = write_report(Path(args.report), summary, result.recs, result.item_popularity)
+        console.print(f"wrote {path}")
     return 0

@@ -11,7 +11,14 @@ import numpy as np
 
 from recsys.pipeline import stages
 from recsys.pipeline.model import ServingModel
-from recsys.pipeline.types import CandidateSource, FeatureSource, Recommendation, RecommendParams
+from recsys.pipeline.types import (
+    CandidateList,
+    CandidateSource,
+    FeatureSource,
+    Recommendation,
+    RecommendParams,
+    UserView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +42,32 @@ class Timings(dict):
             self[name] = time.perf_counter() - t0
 
 
+async def fetch_and_retrieve(features: FeatureSource, candidates: CandidateSource, user_id: str,
+                             cfg: PipelineConfig, exclude: list[str], attributes: dict[str, str],
+                             include_seen: bool, t: Timings | None = None) -> tuple[UserView, CandidateList]:
+    """The first two stages, shared by serving, training and evaluation.
+
+    The whole history is fetched so that every item the user interacted with is excluded; only the most
+    recent `max_history` items drive retrieval and features (returned as the user's `history`).
+    """
+    t = t if t is not None else Timings()
+    with t.stage("fetch_user"):
+        user = await features.get_user(user_id, 0)
+    older = user.history[: -cfg.max_history] if len(user.history) > cfg.max_history else []
+    user.history = user.history[-cfg.max_history:]
+    # Request attributes only describe users we have never seen; stored ones win otherwise.
+    attrs = user.attributes if user.found and user.attributes else attributes
+    with t.stage("retrieve"):
+        cands = await candidates.retrieve(user_id, user.history, exclude + ([] if include_seen else older),
+                                          cfg.n_candidates, attrs, include_seen)
+    return user, cands
+
+
 async def recommend(params: RecommendParams, model: ServingModel, features: FeatureSource,
                     candidates: CandidateSource, cfg: PipelineConfig) -> Recommendation:
     t = Timings()
-    with t.stage("fetch_user"):
-        user = await features.get_user(params.user_id, cfg.max_history)
-    # Request attributes only describe users we have never seen; stored ones win otherwise.
-    attributes = user.attributes if user.found and user.attributes else params.attributes
-    with t.stage("retrieve"):
-        cands = await candidates.retrieve(params.user_id, user.history, params.exclude, cfg.n_candidates,
-                                          attributes, params.include_seen)
+    user, cands = await fetch_and_retrieve(features, candidates, params.user_id, cfg, params.exclude,
+                                           params.attributes, params.include_seen, t)
     recent = user.history[-cfg.recent_history:]
     with t.stage("fetch_items"):
         names, views = await features.get_items(cands.item_ids + recent)

@@ -9,10 +9,12 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
+import faiss
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from threadpoolctl import threadpool_limits
 
 from recsys.metrics import start_metrics_server
 from recsys.rpc.interceptor import MetricsInterceptor
@@ -80,7 +82,11 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     """Run a service's main coroutine; RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's per-request access log."""
     logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
+    # A request's matrix work is tiny (hundreds of rows): BLAS/OpenMP thread pools only add hand-off
+    # latency and contend with the event loop. Scale with processes (replicas), not threads.
+    with threadpool_limits(1):
+        faiss.omp_set_num_threads(1)
+        asyncio.run(main())
 
 
 def abort_code(exc: grpc.RpcError) -> grpc.StatusCode:

@@ -30,7 +30,7 @@ from recsys.evaluation.offline import OfflineStack
 from recsys.feature_tables import FeatureTables
 from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
-from recsys.pipeline.recommend import PipelineConfig
+from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.stages import feature_columns
 from recsys.ranking.model import RankerModel, train_ranker
 from recsys.retrieval.artifacts import RetrievalArtifacts
@@ -100,8 +100,7 @@ def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: E
         cols_out, y_out, kept = [], [], []
         for u in users:
             # exactly the calls the serving pipeline makes, with the same history window
-            user = await features.get_user(u, pipe.max_history)
-            cands = await cands_src.retrieve(u, user.history, [], pipe.n_candidates, user.attributes, False)
+            user, cands = await fetch_and_retrieve(features, cands_src, u, pipe, [], {}, False)
             names, views = await features.get_items(cands.item_ids + user.history[-pipe.recent_history:])
             items, hist = views[: len(cands.item_ids)], views[len(cands.item_ids):]
             y = np.array([x in labels[u] for x in cands.item_ids], dtype=np.float32)
@@ -149,12 +148,12 @@ def list_ndcg(data: RankerData, names: list[str], ranker: RankerModel, k: int = 
     return out
 
 
-def popularity_ndcg(fold: Fold, users: list[str], max_history: int, k: int = 10) -> float:
+def popularity_ndcg(fold: Fold, users: list[str], k: int = 10) -> float:
     """The most-popular baseline on the same validation users (what the pipeline must clearly beat)."""
     order = fold.art.item_ids[np.argsort(-fold.art.popularity, kind="stable")].tolist()
     out = []
     for u in users:
-        seen = set(fold.storage.get_users([u], max_history)[0].history)
+        seen = set(fold.storage.get_users([u])[0].history)
         top = [x for x in order[: k + len(seen)] if x not in seen][:k]
         out.append(ndcg_at_k(top, fold.labels[u], k))
     return float(np.mean(out))
@@ -219,12 +218,13 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
                 metrics[f"{key}_{m}"] = v
         cand_recall = []
         for u in valid_users:
-            hist = main.storage.get_users([u], pipe.max_history)[0].history
-            c = main.gen.retrieve(main.gen.indices(hist), n=cfg.n_candidates)
+            hist = main.storage.get_users([u])[0].history
+            c = main.gen.retrieve(main.gen.indices(hist[-pipe.max_history:]), n=cfg.n_candidates,
+                                  exclude=main.gen.indices(hist[: -pipe.max_history]))
             got = set(main.art.item_ids[c.items].tolist())
             cand_recall.append(len(got & main.labels[u]) / len(main.labels[u]))
         metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = float(np.mean(cand_recall))
-        metrics["valid_popularity_ndcg@10"] = popularity_ndcg(main, valid_users, pipe.max_history)
+        metrics["valid_popularity_ndcg@10"] = popularity_ndcg(main, valid_users)
         t = step("validation", t)
 
         art, tables, _ = build_stage1(ds, cfg, vocab)

@@ -1,0 +1,163 @@
+{{/* Chart name. */}}
+{{- define "recsys.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: the release name, prefixed unless it already contains the chart name. */}}
+{{- define "recsys.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "recsys.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The three services: module, gRPC port, metrics port. */}}
+{{- define "recsys.components" -}}
+ranker: {module: ranker_svc, port: 50051, metricsPort: 9101}
+candidate: {module: candidate_svc, port: 50052, metricsPort: 9102}
+feature: {module: feature_svc, port: 50053, metricsPort: 9103}
+{{- end -}}
+
+{{/* Labels on every resource. */}}
+{{- define "recsys.labels" -}}
+helm.sh/chart: {{ include "recsys.chart" . }}
+app.kubernetes.io/name: {{ include "recsys.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: recsys
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "ranker"). */}}
+{{- define "recsys.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "recsys.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of one component, including the Prometheus job label the rules rely on. */}}
+{{- define "recsys.componentLabels" -}}
+{{ include "recsys.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+recsys.io/job: recsys-{{ .component }}
+{{- end -}}
+
+{{- define "recsys.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "recsys.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* image reference: (dict "image" .Values.image "default" .Chart.AppVersion) */}}
+{{- define "recsys.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .default .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "recsys.image" -}}
+{{- include "recsys.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The training image: retrain.image, defaulting to <image.repository>-train with the same tag. */}}
+{{- define "recsys.trainImage" -}}
+{{- $img := dict "repository" (default (printf "%s-train" .Values.image.repository) .Values.retrain.image.repository)
+      "tag" (default .Values.image.tag .Values.retrain.image.tag) "digest" .Values.retrain.image.digest -}}
+{{- include "recsys.imageRef" (dict "image" $img "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "recsys.redisEnabled" -}}
+{{- if or .Values.redis.url .Values.redis.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "recsys.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "recsys.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{/* The rendered service configuration file (recsys.yaml). */}}
+{{- define "recsys.configFile" -}}
+{{- $fullname := include "recsys.fullname" . -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $ranker := deepCopy (default dict (get $cfg "ranker_svc")) -}}
+{{- if not (hasKey $ranker "feature_addr") -}}
+{{- $_ := set $ranker "feature_addr" (printf "%s-feature:50053" $fullname) -}}
+{{- end -}}
+{{- if not (hasKey $ranker "candidate_addr") -}}
+{{- $_ := set $ranker "candidate_addr" (printf "%s-candidate:50052" $fullname) -}}
+{{- end -}}
+{{- $_ := set $cfg "ranker_svc" $ranker -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The models volume of the service pods (read-only) or of the retraining job (read-write). */}}
+{{- define "recsys.modelsVolume" -}}
+- name: models
+{{- if eq .root.Values.models.storage "objectStore" }}
+  emptyDir:
+    sizeLimit: {{ .root.Values.models.objectStore.sizeLimit }}
+{{- else }}
+  persistentVolumeClaim:
+    claimName: {{ ternary .root.Values.models.existingClaim (printf "%s-models" (include "recsys.fullname" .root)) (eq .root.Values.models.storage "existingClaim") }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* rclone container (object-store registry): (dict "root" $ "name" "..." "script" "...") */}}
+{{- define "recsys.rcloneContainer" -}}
+- name: {{ .name }}
+  image: {{ printf "%s:%s" .root.Values.models.objectStore.image.repository .root.Values.models.objectStore.image.tag }}
+  imagePullPolicy: IfNotPresent
+  {{- with .restartPolicy }}
+  restartPolicy: {{ . }}
+  {{- end }}
+  command: ["/bin/sh", "-ec", {{ .script | quote }}]
+  env:
+    - name: REMOTE
+      value: {{ required "models.objectStore.remote is required when models.storage=objectStore" .root.Values.models.objectStore.remote | quote }}
+    - name: MODELS
+      value: {{ .root.Values.models.mountPath | quote }}
+    - name: HOME
+      value: /tmp
+  {{- with .root.Values.models.objectStore.envFromSecret }}
+  envFrom:
+    - secretRef:
+        name: {{ . }}
+  {{- end }}
+  {{- with .startupProbe }}
+  startupProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml .root.Values.models.objectStore.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .root.Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ .root.Values.models.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{/* Download the registry: bundles first, the CHAMPION pointer last, so it never names a missing bundle. */}}
+{{- define "recsys.syncDownScript" -}}
+rclone copy "$REMOTE" "$MODELS" --exclude CHAMPION --exclude '.*' && rclone copyto "$REMOTE/CHAMPION" "$MODELS/CHAMPION"
+{{- end -}}

@@ -1,0 +1,178 @@
+"""The metrics contract: every metric the alert rules and the Grafana dashboard use exists in the
+/metrics of the real services (started by the `cluster` fixture), with the labels and label values
+the queries select on. Names that come from Prometheus itself or kube-state-metrics are allow-listed."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).parent))
+from deploy_helpers import DASHBOARD, RULES  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+# Not exposed by the services: Prometheus' own `up`, kube-state-metrics for the retraining jobs.
+EXTERNAL = {"up", "kube_job_status_failed", "kube_job_status_succeeded", "kube_job_status_start_time",
+            "kube_cronjob_status_last_successful_time"}
+# What the services must expose (issue #4), including the two the rules/dashboard add:
+# recsys_model_quality (validation metrics of the served bundle) and recsys_model_reloads_total (hot swaps).
+EXPECTED = {
+    "all": {"grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds",
+            "recsys_model_info", "recsys_model_bundle_created_timestamp_seconds", "recsys_model_reloads_total",
+            "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"},
+    "ranker_svc": {"recsys_stage_duration_seconds", "recsys_recommendations_total", "recsys_model_quality"},
+    "candidate_svc": {"recsys_candidates_total"},
+    "feature_svc": {"recsys_feature_last_update_timestamp_seconds", "recsys_feature_events_total"},
+}
+STAGES = {"fetch_user", "retrieve", "fetch_items", "featurize", "score", "diversify"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                "offset", "inf", "nan", "le"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (strings, label matchers, ranges, grouping labels and
+    function names removed)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\$\w+", " ", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\()?", expr):
+        name, call = m.group(1), m.group(2)
+        if call or name.lower() in PROMQL_WORDS or ":" in name:  # functions, keywords, recording rules
+            continue
+        names.add(name)
+    return names
+
+
+def rule_exprs() -> list[str]:
+    return [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    # label_values(<selector>, <label>): only the selector names a metric.
+    exprs += [re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", v["definition"])
+              for v in dash["templating"]["list"] if v.get("definition")]
+    return exprs
+
+
+def _family(sample_name: str, families: set[str]) -> str | None:
+    for suffix in ("", "_bucket", "_sum", "_count", "_total", "_created", "_info"):
+        if sample_name.endswith(suffix) and (base := sample_name[: len(sample_name) - len(suffix)] if suffix
+                                             else sample_name) in families:
+            return base
+    return None
+
+
+def test_metric_name_extraction():
+    assert metric_names('sum by (namespace, le) (rate(foo_bucket{job="a",x=~"b|c"}[5m])) > 0.25 and on (ns) '
+                        'bar_total offset 5m / ignoring (outcome) group_left () baz{le="+Inf"}') \
+        == {"foo_bucket", "bar_total", "baz"}
+    assert metric_names("time() - max(recsys:x:rate5m) > 36 * 3600") == set()
+
+
+@pytest.fixture(scope="module")
+def scraped(cluster):
+    """Send traffic (known and unknown users, a bad request), then scrape the three services."""
+    from recsys.client import RecommenderClient
+
+    with RecommenderClient(cluster.target) as client:
+        for i in range(20):
+            client.recommend(str(i), 10)
+        client.recommend("someone-never-seen", 5)
+        client.recommend("3", 5, explain=True)
+        with pytest.raises(grpc.RpcError) as bad:
+            client.recommend("3", 0)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    out = {}
+    for name, svc in cluster.services.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        families = {}
+        for fam in text_string_to_metric_families(text):
+            families[fam.name] = fam
+        out[name] = (text, families)
+    return out
+
+
+def _samples(scraped, service, name):
+    fam = scraped[service][1]
+    for f in fam.values():
+        for s in f.samples:
+            if s.name == name:
+                yield s
+
+
+def test_services_expose_the_expected_metrics(scraped):
+    for service, (text, _) in scraped.items():
+        declared = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        want = EXPECTED["all"] | EXPECTED[service]
+        missing = {m for m in want if m not in declared and m.removesuffix("_total") not in declared}
+        assert not missing, f"{service} does not expose {sorted(missing)}"
+
+
+@pytest.mark.parametrize("source", ["rules", "dashboard"])
+def test_every_referenced_metric_exists(scraped, source):
+    exprs = rule_exprs() if source == "rules" else dashboard_exprs()
+    referenced = set().union(*(metric_names(e) for e in exprs))
+    assert referenced, "no metric found in the expressions"
+    exposed: set[str] = set()
+    for text, families in scraped.values():
+        exposed |= set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        exposed |= {s.name for f in families.values() for s in f.samples}
+    missing = sorted(n for n in referenced - EXTERNAL
+                     if n not in exposed and _family(n, exposed) is None)
+    assert not missing, f"{source} use metrics no service exposes: {missing}"
+    unused_allowance = EXTERNAL & exposed
+    assert not unused_allowance, f"allow-listed names are in fact exposed: {unused_allowance}"
+
+
+def test_labels_and_values_the_queries_rely_on(scraped):
+    handled = list(_samples(scraped, "ranker_svc", "grpc_server_handled_total"))
+    rec = [s for s in handled if s.labels.get("grpc_service") == "recsys.v1.Recommender"
+           and s.labels.get("grpc_method") == "Recommend"]
+    codes = {s.labels["grpc_code"] for s in rec}
+    # The rules match status codes by their UPPER_SNAKE names.
+    assert {"OK", "INVALID_ARGUMENT"} <= codes, codes
+    buckets = {s.labels["le"] for s in _samples(scraped, "ranker_svc", "grpc_server_handling_seconds_bucket")
+               if s.labels.get("grpc_method") == "Recommend"}
+    assert "0.25" in buckets, "the 250 ms objective must be a bucket boundary for an exact p99 alert"
+    stages = {s.labels["stage"] for s in _samples(scraped, "ranker_svc", "recsys_stage_duration_seconds_count")}
+    assert stages >= STAGES, stages
+    outcomes = {s.labels["outcome"] for s in _samples(scraped, "ranker_svc", "recsys_recommendations_total")}
+    assert {"ok", "cold_start"} <= outcomes, outcomes
+    sources = {s.labels["source"] for s in _samples(scraped, "candidate_svc", "recsys_candidates_total")}
+    assert sources & {"als", "i2i", "popular", "segment", "content"}, sources
+    for service in scraped:
+        info = list(_samples(scraped, service, "recsys_model_info"))
+        assert info and all({"component", "version", "role"} <= set(s.labels) for s in info), service
+        created = list(_samples(scraped, service, "recsys_model_bundle_created_timestamp_seconds"))
+        assert created and all(s.value > 1e9 for s in created), service
+    quality = list(_samples(scraped, "ranker_svc", "recsys_model_quality"))
+    assert quality and {"component", "version", "metric"} <= set(quality[0].labels)
+    fresh = list(_samples(scraped, "feature_svc", "recsys_feature_last_update_timestamp_seconds"))
+    assert fresh and fresh[0].value > 1e9
+
+
+def test_naming_conventions(scraped):
+    for service, (_, families) in scraped.items():
+        for fam in families.values():
+            if not fam.name.startswith(("recsys_", "grpc_")):
+                continue
+            assert not re.search(r"_(ms|milliseconds|minutes|hours|bytes_total)$", fam.name), fam.name
+            if fam.type == "counter":
+                assert any(s.name == fam.name + "_total" for s in fam.samples) or not fam.samples, fam.name
+            if fam.type == "histogram":
+                assert fam.name.endswith("_seconds"), f"{service}: histogram {fam.name} without a base unit"
