@@ -29,7 +29,8 @@ def run_demo(workdir: Path, console: Console) -> int:
     meta = train(ds, bundle, TrainConfig(), dataset_spec=DEMO_SPEC)
     m = meta.metrics
     console.print(f"bundle {meta.version}: validation nDCG@10 {m['valid_ndcg@10']:.3f} "
-                  f"(no diversity {m['valid_no_diversity_ndcg@10']:.3f}), candidate recall "
+                  f"(no diversity {m['valid_no_diversity_ndcg@10']:.3f}, most-popular baseline "
+                  f"{m['valid_popularity_ndcg@10']:.3f}), candidate recall@300 "
                   f"{m['valid_candidate_recall@300']:.3f}; trained in {time.time() - t0:.0f}s")
 
     console.rule("2. start feature_svc, candidate_svc, ranker_svc")

@@ -88,3 +88,21 @@ def test_training_is_deterministic(small_dataset, small_bundle, tmp_path):
     assert strip == strip2
     assert np.array_equal(np.load(small_bundle / "retrieval" / "item_factors.npy"),
                           np.load(again / "retrieval" / "item_factors.npy"))
+
+
+def test_bundle_ships_prebuilt_faiss_indexes(small_bundle):
+    import faiss
+
+    from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+
+    art = RetrievalArtifacts.load(small_bundle / "retrieval")
+    assert art.index_path("exact") and art.index_path("hnsw") and art.index_path("ivf") is None
+    hnsw = CandidateGenerator(art, GeneratorConfig(index="hnsw"))
+    assert isinstance(hnsw.index, faiss.IndexHNSWFlat)
+    ivf = CandidateGenerator(art, GeneratorConfig(index="ivf"))  # not shipped: built at load
+    assert isinstance(ivf.index, faiss.IndexIVFFlat)
+    exact = CandidateGenerator(art, GeneratorConfig(index="exact"))
+    hist = np.arange(5)
+    a = set(exact.retrieve(hist, n=50).items.tolist())
+    b = set(hnsw.retrieve(hist, n=50).items.tolist())
+    assert len(a & b) >= 40  # approximate search finds nearly the same candidates

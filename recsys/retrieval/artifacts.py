@@ -25,6 +25,22 @@ class RetrievalArtifacts:
     cold: np.ndarray                # bool [I], items with too few interactions for collaborative sources
     segment_names: list[str]        # "attribute=value"
     segments: sp.csr_matrix         # float32 [S, I] top items per user segment, scores in [0, 1]
+    source_dir: Path | None = None  # where it was loaded from (prebuilt FAISS indexes live there)
+
+    def index_path(self, kind: str) -> Path | None:
+        """The prebuilt FAISS index of this kind shipped in the bundle, if any."""
+        if self.source_dir is None:
+            return None
+        path = self.source_dir / f"faiss-{kind}.index"
+        return path if path.is_file() else None
+
+    def write_index(self, directory: Path, kind: str) -> None:
+        """Prebuild a FAISS index into the bundle, so services start without building it."""
+        import faiss
+
+        from recsys.retrieval.ann import build_index
+
+        faiss.write_index(build_index(self.item_factors, kind), str(directory / f"faiss-{kind}.index"))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -54,4 +70,5 @@ class RetrievalArtifacts:
             cold=np.load(directory / "cold.npy"),
             segment_names=list(meta["segment_names"]),
             segments=sp.load_npz(directory / "segments.npz").tocsr(),
+            source_dir=directory,
         )

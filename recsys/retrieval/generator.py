@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 
 from recsys.retrieval.als import FoldIn
@@ -50,7 +51,14 @@ class CandidateGenerator:
         self.n_items = len(art.item_ids)
         self.index_of = {item: i for i, item in enumerate(art.item_ids.tolist())}
         self.fold_in = FoldIn(art.item_factors, art.als.regularization, art.als.alpha)
-        self.index = build_index(art.item_factors, self.config.index)
+        prebuilt = art.index_path(self.config.index)
+        if prebuilt is not None:
+            self.index = faiss.read_index(str(prebuilt))
+            if self.index.ntotal != self.n_items or self.index.d != art.item_factors.shape[1]:
+                raise ValueError(f"{prebuilt}: index holds {self.index.ntotal}x{self.index.d} vectors, "
+                                 f"the bundle has {art.item_factors.shape[0]}x{art.item_factors.shape[1]}")
+        else:
+            self.index = build_index(art.item_factors, self.config.index)
         self.pop_order = np.argsort(-art.popularity, kind="stable")
         self.segment_of = {name: i for i, name in enumerate(art.segment_names)}
         self.cold_items = np.flatnonzero(art.cold)

@@ -26,6 +26,7 @@ class TrainConfig:
     valid_fraction: float = 0.15      # share of ranker users used for early stopping and metrics
     max_ranker_users: int = 6000      # cap on users that produce ranker training lists
     diversity_lambda: float = 0.8     # MMR λ used for the validation metrics
+    ann_indexes: list[str] = field(default_factory=lambda: ["exact", "hnsw"])  # prebuilt FAISS indexes
     seed: int = 42
 
     def to_dict(self) -> dict:

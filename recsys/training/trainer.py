@@ -236,6 +236,8 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         tmp = staging_dir(out)
         tables.save(tmp / "features")
         art.save(tmp / "retrieval")
+        for kind in cfg.ann_indexes:
+            art.write_index(tmp / "retrieval", kind)
         ranker.save(tmp / "ranker")
         write_checksums(tmp)
         write_metadata(tmp, meta)

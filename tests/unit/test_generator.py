@@ -87,3 +87,24 @@ def test_fold_in_matches_closed_form():
     expected = np.linalg.solve(y.T @ np.diag(c) @ y + 0.1 * np.eye(3), y.T @ (c * p))
     assert np.allclose(f.user_vector(hist), expected, atol=1e-5)
     assert not f.user_vector(np.array([], dtype=int)).any()
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_ann_indexes_agree_with_brute_force(kind):
+    from recsys.retrieval.ann import build_index, search
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(20, 16))  # clustered, like learned item embeddings
+    vecs = (centers[rng.integers(0, 20, 2000)] + 0.3 * rng.normal(size=(2000, 16))).astype(np.float32)
+    q = (centers[0] + 0.3 * rng.normal(size=16)).astype(np.float32)
+    truth = set(np.argsort(-(vecs @ q))[:20].tolist())
+    ids, scores = search(build_index(vecs, kind), q, 20)
+    assert len(truth & set(ids.tolist())) >= (20 if kind == "exact" else 14)
+    assert np.all(np.diff(scores) <= 1e-5)
+
+
+def test_unknown_index_kind_is_an_error():
+    from recsys.retrieval.ann import build_index
+
+    with pytest.raises(ValueError, match="index kind"):
+        build_index(np.zeros((3, 2), np.float32), "annoy")
