@@ -94,12 +94,17 @@ class CandidateGenerator:
 
         lists: dict[str, np.ndarray] = {}
         user_vec = self.fold_in.user_vector(history)
-        i2i = np.zeros(self.n_items, dtype=np.float32)
+        i2i_items = np.zeros(0, dtype=np.int64)  # items reached from the history, sorted
+        i2i_scores = np.zeros(0, dtype=np.float32)
         profile = np.zeros(self.art.item_categories.shape[1], dtype=np.float32)
         if not cold_user:
             lists["als"], _ = search(self.index, user_vec, depth)
-            i2i = np.asarray(self.art.neighbors[recent].sum(axis=0), dtype=np.float32).ravel()
-            lists["i2i"] = _top(i2i, depth)
+            # Sparse accumulation over the history's neighbour rows: touches a few thousand entries
+            # instead of the whole catalog.
+            rows = self.art.neighbors[recent]
+            i2i_items, inverse = np.unique(rows.indices, return_inverse=True)
+            i2i_scores = np.bincount(inverse, weights=rows.data, minlength=len(i2i_items)).astype(np.float32)
+            lists["i2i"] = i2i_items[_top(i2i_scores, depth)]
             profile = np.asarray(self.art.item_categories[recent].sum(axis=0), dtype=np.float32).ravel()
             profile /= max(1.0, float(len(recent)))
             if len(self.cold_items):
@@ -116,7 +121,7 @@ class CandidateGenerator:
         if len(items):
             scores[:, 0] = self.art.item_factors[items] @ user_vec if not cold_user else np.nan
             scores[:, 1] = _rank_in(lists.get("als"), items)
-            scores[:, 2] = i2i[items]
+            scores[:, 2] = _lookup(i2i_items, i2i_scores, items)
             scores[:, 3] = _rank_in(lists.get("i2i"), items)
             scores[:, 4] = self.art.popularity[items]
             scores[:, 5] = seg[items] if seg is not None else np.nan
@@ -159,6 +164,16 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     idx = np.argpartition(-scores, n)[:n] if n < len(scores) else np.arange(len(scores))
     idx = idx[scores[idx] > 0]
     return idx[np.argsort(-scores[idx], kind="stable")]
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """values[k] for each item found in the sorted `keys`, 0 elsewhere."""
+    out = np.zeros(len(items), dtype=np.float32)
+    if len(keys) and len(items):
+        pos = np.searchsorted(keys, items).clip(0, len(keys) - 1)
+        hit = keys[pos] == items
+        out[hit] = values[pos[hit]]
+    return out
 
 
 def _rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:
