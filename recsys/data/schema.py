@@ -70,13 +70,3 @@ class Dataset:
         is_rating = (self.interactions["event"] == "rating").to_numpy()
         val = self.interactions["value"].to_numpy(dtype=np.float64)
         return np.where(is_rating, val, ev)
-
-    def subset(self, mask: np.ndarray, name: str | None = None) -> Dataset:
-        """The same dataset restricted to the interactions selected by a boolean mask."""
-        return Dataset(
-            interactions=self.interactions[mask].reset_index(drop=True),
-            items=self.items,
-            users=self.users,
-            name=name or self.name,
-            notes=list(self.notes),
-        )

@@ -10,7 +10,6 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import faiss
-import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -87,11 +86,3 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     with threadpool_limits(1):
         faiss.omp_set_num_threads(1)
         asyncio.run(main())
-
-
-def abort_code(exc: grpc.RpcError) -> grpc.StatusCode:
-    """The status to return when a downstream call failed: unreachable dependencies are UNAVAILABLE."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-        return code if code == grpc.StatusCode.DEADLINE_EXCEEDED else grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL

@@ -57,7 +57,6 @@ class RankerData:
     x: np.ndarray
     y: np.ndarray
     groups: np.ndarray
-    users: list[str]
 
 
 def _progress() -> Progress:
@@ -115,10 +114,10 @@ def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: E
     return asyncio.run(run())
 
 
-def _stack(cols: list[dict[str, np.ndarray]], ys: list[np.ndarray], names: list[str], users: list[str]) -> RankerData:
+def _stack(cols: list[dict[str, np.ndarray]], ys: list[np.ndarray], names: list[str]) -> RankerData:
     x = np.concatenate([np.stack([c.get(n, np.full(len(y), np.nan, np.float32)) for n in names], axis=1)
                         for c, y in zip(cols, ys, strict=True)]).astype(np.float32)
-    return RankerData(x=x, y=np.concatenate(ys), groups=np.array([len(y) for y in ys]), users=users)
+    return RankerData(x=x, y=np.concatenate(ys), groups=np.array([len(y) for y in ys]))
 
 
 def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam: float) -> dict[str, float]:
@@ -199,8 +198,8 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         valid_cols, valid_ys, _ = build_ranker_lists(valid_users, main.labels, main.storage, main.gen, main.emb, pipe,
                                                      progress)
         names = sorted({n for c in train_cols for n in c} - NOT_FEATURES)
-        tr = _stack(train_cols, train_ys, names, [])
-        va = _stack(valid_cols, valid_ys, names, [])
+        tr = _stack(train_cols, train_ys, names)
+        va = _stack(valid_cols, valid_ys, names)
         t = step("ranker_lists", t)
 
         ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
