@@ -15,6 +15,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.enable_retries", 1),
+    # With a headless Service (`dns:///name:port`) spread calls over every resolved pod.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

@@ -25,6 +25,10 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+    # Close long-lived client connections now and then (gracefully), so callers re-resolve and spread over
+    # replicas added by the autoscaler instead of sticking to the pods they first connected to.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 
