@@ -179,6 +179,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    """Load a bundle's feature tables into a (shared) feature store, e.g. Redis before a rollout."""
+    from feature_svc.server import load_bundle_features
+    from feature_svc.storage import StorageError, open_storage
+    from recsys.bundle import BundleError
+
+    storage = open_storage(args.storage)
+    try:
+        with console.status(f"loading {args.bundle} into {args.storage}"):
+            version = load_bundle_features(storage, Path(args.bundle))
+    except (BundleError, StorageError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 2
+    finally:
+        storage.close()
+    console.print(f"features of bundle {version} loaded into {args.storage}")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from recsys.tuning import run_tune
 
@@ -257,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="promote: largest allowed drop of validation nDCG@10 versus the champion")
     mo.add_argument("--force", action="store_true", help="promote: skip the metric gate (never the load check)")
     mo.set_defaults(func=cmd_models)
+
+    fe = sub.add_parser("features", help="feature store maintenance")
+    fe.add_argument("action", choices=["load"])
+    fe.add_argument("--bundle", required=True, help="bundle whose feature tables to load")
+    fe.add_argument("--storage", required=True, help="feature storage URL, e.g. redis://host:6379/0")
+    fe.set_defaults(func=cmd_features)
 
     tu = sub.add_parser("tune", help="Ray Tune search over retrieval and ranker hyperparameters")
     tu.add_argument("--dataset", required=True)

@@ -40,3 +40,26 @@ def test_cluster_on_redis_feature_store(small_bundle, small_dataset, redis_url, 
         assert len(resp.items) == 10 and not resp.cold_start
         assert not {it.item_id for it in resp.items} & seen
         assert all(it.title for it in resp.items)
+
+
+@pytest.mark.redis
+def test_features_load_command_fills_redis(small_bundle, redis_url):
+    import subprocess
+    import sys
+
+    from feature_svc.storage import open_storage
+    from recsys.feature_tables import FeatureTables
+
+    r = subprocess.run([sys.executable, "-m", "recsys.cli", "features", "load", "--bundle", str(small_bundle),
+                        "--storage", redis_url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tables = FeatureTables.load(small_bundle / "features")
+    store = open_storage(redis_url)
+    try:
+        item = store.get_items([str(tables.item_ids[0])])[0]
+        assert item is not None and item.title == tables.item_titles[0]
+    finally:
+        store.close()
+    bad = subprocess.run([sys.executable, "-m", "recsys.cli", "features", "load", "--bundle", "/nonexistent",
+                          "--storage", redis_url], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "metadata.json" in bad.stdout
