@@ -36,6 +36,16 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
     async def _call(self, fn, *args):
         return fn(*args) if self._inline else await asyncio.to_thread(fn, *args)
 
+    async def _consistent(self, names_fn, read, *args):
+        """Records and the feature names they align with, from the same store state: a bulk reload
+        between the two reads (another thread) is detected and the read repeated."""
+        for _ in range(5):
+            before = names_fn()
+            records = await self._call(read, *args)
+            if names_fn() == before and all(r is None or len(r.values) == len(before) for r in records):
+                return before, records
+        raise StorageError("the feature store kept reloading during the read")
+
     async def _check_ids(self, ids, field_name: str, context: aio.ServicerContext) -> None:
         if len(ids) > self.max_batch:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -50,10 +60,11 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         if request.max_history < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_history must be >= 0")
         try:
-            records = await self._call(self.storage.get_users, list(request.user_ids), request.max_history)
+            names, records = await self._consistent(lambda: self.storage.user_feature_names, self.storage.get_users,
+                                                    list(request.user_ids), request.max_history)
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        resp = pb.GetUserFeaturesResponse(feature_names=self.storage.user_feature_names)
+        resp = pb.GetUserFeaturesResponse(feature_names=names)
         for uid, rec in zip(request.user_ids, records, strict=True):
             if rec is None:
                 resp.users.add(user_id=uid, found=False)
@@ -65,10 +76,10 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
     async def GetItemFeatures(self, request: pb.GetItemFeaturesRequest, context) -> pb.GetItemFeaturesResponse:
         await self._check_ids(request.item_ids, "item_ids", context)
         try:
-            records = await self._call(self.storage.get_items, list(request.item_ids))
+            names, records = await self._consistent(lambda: self.storage.item_feature_names, self.storage.get_items,
+                                                    list(request.item_ids))
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        names = self.storage.item_feature_names
         found = [rec is not None for rec in records]
         values = np.full((len(records), len(names)), np.nan, dtype=np.float32)
         titles, categories, counts = [], [], []
@@ -109,7 +120,11 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
 def load_bundle_features(storage: FeatureStorage, bundle: Path) -> str:
     """Bulk-load a bundle's feature tables (the storage swaps them in atomically)."""
     meta = verify_bundle(bundle)
-    storage.load(FeatureTables.load(bundle / "features"))
+    # A shared store (Redis) already holding this bundle is left alone: reloading it would drop the
+    # events recorded since, and every replica start would do it again.
+    if storage.loaded_bundle() != meta.version:
+        storage.load(FeatureTables.load(bundle / "features"))
+        storage.mark_loaded_bundle(meta.version)
     mark_serving("feature_svc", meta.version, "features", meta.created)
     FEATURE_LAST_UPDATE.set(storage.last_update())
     return meta.version

@@ -55,6 +55,7 @@ class ModelSet:
     def _export(self) -> None:
         MODEL_INFO.clear()
         MODEL_QUALITY.clear()
+        BUNDLE_CREATED.clear()
         for v, m in self._models.items():
             MODEL_INFO.labels("ranker_svc", v, "default" if v == self._default else "loaded").set(1)
             BUNDLE_CREATED.labels("ranker_svc", v).set(m.created)

@@ -64,7 +64,7 @@ class RemoteFeatureSource:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         u = resp.users[0]
         names = list(resp.feature_names)
-        values = np.asarray(u.values, dtype=np.float32) if u.found else np.zeros(len(names), np.float32)
+        values = np.asarray(u.values, dtype=np.float32) if u.found else np.full(len(names), np.nan, np.float32)
         return UserView(user_id, u.found, names, values, list(u.history), dict(u.attributes))
 
     async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:

@@ -84,7 +84,17 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                                   RemoteCandidateSource(self.channels, timeout), self.pipeline)
         except DependencyError as exc:
             log.warning("request %s: %s", request_id, exc)
-            await context.abort(exc.code, str(exc))
+            code = exc.code
+            remaining = context.time_remaining()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > 0.001):
+                # our own per-dependency timeout fired, not the caller's deadline: the dependency is unhealthy
+                code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(exc))
+        except (grpc.RpcError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug or corrupt data must surface as INTERNAL with a message, not UNKNOWN
+            log.exception("request %s failed", request_id)
+            await context.abort(grpc.StatusCode.INTERNAL, f"recommendation failed: {type(exc).__name__}: {exc}")
         for stage, seconds in rec.timings.items():
             STAGE_LATENCY.labels(stage).observe(seconds)
         outcome = "fallback" if rec.fallback else "empty" if not rec.items else "ok"

@@ -21,7 +21,8 @@ class RankerSettings:
     dependency_timeout_ms: int = field(default=1000, metadata={
         "help": "deadline of each call to feature_svc/candidate_svc (capped by the caller's deadline)"})
     n_candidates: int = field(default=300, metadata={"help": "candidates retrieved per request"})
-    max_history: int = field(default=500, metadata={"help": "most recent history items fetched per user"})
+    max_history: int = field(default=500, metadata={
+        "help": "most recent history items that drive retrieval and features (all seen items stay excluded)"})
     diversity_lambda: float = field(default=0.8, metadata={"help": "default MMR λ (1 = no diversification)"})
     mmr_pool: int = field(default=100, metadata={"help": "top candidates considered by MMR"})
     max_k: int = field(default=200, metadata={"help": "largest k a request may ask for"})

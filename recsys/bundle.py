@@ -109,6 +109,11 @@ def staging_dir(final: Path) -> Path:
 
 
 def publish(tmp: Path, final: Path) -> None:
+    """Move a finished bundle into place; an existing one is moved aside first and deleted after."""
+    old = None
     if final.exists():
-        shutil.rmtree(final)
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
     os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)

@@ -92,12 +92,16 @@ class Registry:
         from recsys.feature_tables import FeatureTables
         from recsys.pipeline.model import ServingModel
         from recsys.retrieval.artifacts import RetrievalArtifacts
+        from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 
         path = self.path(version)
         meta = verify_bundle(path)
         try:
-            ServingModel.load(path)
-            RetrievalArtifacts.load(path / "retrieval")
+            ServingModel.load(path, verify=False)  # verified just above
+            art = RetrievalArtifacts.load(path / "retrieval")
+            for kind in ("exact", "hnsw", "ivf"):
+                if art.index_path(kind) is not None:
+                    CandidateGenerator(art, GeneratorConfig(index=kind))  # the prebuilt index must fit
             FeatureTables.load(path / "features")
         except BundleError:
             raise

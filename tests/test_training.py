@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from recsys.bundle import BundleError, read_metadata
 from recsys.evaluation.offline import OfflineStack
@@ -106,3 +107,26 @@ def test_bundle_ships_prebuilt_faiss_indexes(small_bundle):
     a = set(exact.retrieve(hist, n=50).items.tolist())
     b = set(hnsw.retrieve(hist, n=50).items.tolist())
     assert len(a & b) >= 40  # approximate search finds nearly the same candidates
+
+
+def test_explanations_add_up_to_the_score(small_bundle):
+    model = ServingModel.load(small_bundle)
+    x = np.random.default_rng(0).normal(size=(20, len(model.ranker.feature_names))).astype(np.float32)
+    residual = model.ranker.score(x) - model.ranker.explain(x).sum(axis=1)
+    assert np.allclose(residual, residual[0], atol=1e-6)  # what is left is the constant bias
+
+
+@pytest.mark.redis
+def test_shared_store_keeps_events_when_a_replica_reloads_the_same_bundle(small_bundle, redis_url):
+    from feature_svc.server import load_bundle_features
+    from feature_svc.storage import Event, open_storage
+
+    first, second = open_storage(redis_url), open_storage(redis_url)
+    try:
+        load_bundle_features(first, small_bundle)
+        first.record_events([Event("brand-new-user", "i1", "click", 1.0, 1)])
+        load_bundle_features(second, small_bundle)  # another replica starting: same version, no reload
+        assert first.get_users(["brand-new-user"])[0].history == ["i1"]
+    finally:
+        first.close()
+        second.close()

@@ -100,6 +100,14 @@ class FeatureStorage(abc.ABC):
     def last_update(self) -> float:
         """Unix time of the last load or applied event (0.0 if never); feeds the freshness metric."""
 
+    def loaded_bundle(self) -> str | None:
+        """The bundle version whose tables were last bulk-loaded (None if unknown)."""
+        return getattr(self, "_loaded_bundle", None)
+
+    def mark_loaded_bundle(self, version: str) -> None:
+        """Record which bundle the store holds, so other replicas sharing it skip reloading it."""
+        self._loaded_bundle = version
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """Whether the backend answers now; never raises (for health checks)."""

@@ -314,6 +314,15 @@ class RedisStorage(FeatureStorage):
             raw = self._client.get(self._last_update_key)
         return float(raw) if raw is not None else 0.0
 
+    def loaded_bundle(self) -> str | None:
+        with self._errors("loaded_bundle"):
+            raw = self._client.get(f"{self.namespace}:bundle")
+        return raw.decode() if raw is not None else None
+
+    def mark_loaded_bundle(self, version: str) -> None:
+        with self._errors("mark_loaded_bundle"):
+            self._client.set(f"{self.namespace}:bundle", version)
+
     def ping(self) -> bool:
         try:
             return bool(self._client.ping())

@@ -30,7 +30,7 @@ class LocalFeatureSource:
         names = self.storage.user_feature_names
         rec = self.storage.get_users([user_id], max_history)[0]
         if rec is None:
-            return UserView(user_id, False, names, np.zeros(len(names), np.float32), [], {})
+            return UserView(user_id, False, names, np.full(len(names), np.nan, np.float32), [], {})
         return UserView(user_id, True, names, rec.values, list(rec.history), dict(rec.attributes))
 
     async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:

@@ -68,7 +68,11 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
     # When the user was active versus when the item was consumed: the time features only count relative
     # to each other (days).
     def named(names: list[str], values: np.ndarray, name: str):
-        return values[..., names.index(name)] if name in names else None
+        """A timestamp column, NaN where it is unset (users created by events, unknown users)."""
+        if name not in names:
+            return None
+        col = np.asarray(values[..., names.index(name)], dtype=np.float64)
+        return np.where(col > 0, col, np.nan)
 
     u_mean = named(inp.user_feature_names, inp.user_values, "user_mean_ts")
     u_last = named(inp.user_feature_names, inp.user_values, "user_last_ts")

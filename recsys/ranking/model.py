@@ -73,8 +73,11 @@ class RankerModel:
 
     def explain(self, x: np.ndarray) -> np.ndarray:
         """Per-feature contributions [n, F] (TreeSHAP); the bias column is dropped."""
-        contrib = self.booster.predict(x, pred_contrib=True, num_threads=1)
-        return contrib[:, :-1]
+        contrib = self.booster.predict(x, pred_contrib=True, num_threads=1)[:, :-1]
+        if self.base_feature in self.feature_names:  # the score the trees started from is part of the score
+            j = self.feature_names.index(self.base_feature)
+            contrib[:, j] += base_scores(x, self.feature_names, self.base_feature, self.base_weight)
+        return contrib
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

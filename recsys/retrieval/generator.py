@@ -90,7 +90,9 @@ class CandidateGenerator:
         cold_user = len(history) == 0
         quotas = COLD_USER_QUOTAS if cold_user else self.config.quotas
         budget = {s: int(round(q * n)) for s, q in quotas.items()}
-        depth = n + int(banned.sum())
+        # Deep enough to survive the filtering of seen/excluded items, but bounded: a user with tens of
+        # thousands of seen items must not turn every request into a catalog-sized search.
+        depth = n + min(int(banned.sum()), 3 * n)
 
         lists: dict[str, np.ndarray] = {}
         user_vec = self.fold_in.user_vector(history)

@@ -66,12 +66,14 @@ def load_settings(cls: type[T], argv: list[str] | None, section: str, descriptio
             parser.error(f"cannot read config file {path}: {exc}")
         if not isinstance(raw, dict):
             parser.error(f"{path}: the top level must be a mapping")
+        sections = {"feature_svc", "candidate_svc", "ranker_svc"}
+        bad_sections = sorted(k for k, v in raw.items() if isinstance(v, dict) and k not in sections)
+        if bad_sections:
+            parser.error(f"{path}: unknown section(s) {', '.join(bad_sections)} (valid: {', '.join(sorted(sections))})")
         merged = {k: v for k, v in raw.items() if not isinstance(v, dict)}
         merged.update(raw.get(section, {}) or {})
         known = {f.name for f in fields}
         unknown = sorted(set(merged) - known)
-        sections = {"feature_svc", "candidate_svc", "ranker_svc"}
-        unknown = [u for u in unknown if u not in sections]
         if unknown:
             parser.error(f"{path}: unknown setting(s) for {section}: {', '.join(unknown)}")
         values.update(merged)
@@ -84,6 +86,25 @@ def load_settings(cls: type[T], argv: list[str] | None, section: str, descriptio
             values[f.name] = flag_value
     try:
         parsed = {k: _parse(hints[k], v, k) for k, v in values.items()}
+        settings = cls(**parsed)
+        check_ranges(settings)
     except ValueError as exc:
         parser.error(str(exc))
-    return cls(**parsed)
+    return settings
+
+
+# Allowed ranges of settings shared by the services: name -> (min, max), inclusive.
+RANGES = {
+    "port": (0, 65535), "metrics_port": (0, 65535), "max_k": (1, 10_000), "diversity_lambda": (0.0, 1.0),
+    "n_candidates": (1, 100_000), "default_n": (1, 100_000), "max_n": (1, 1_000_000), "max_history": (1, 10_000_000),
+    "mmr_pool": (1, 100_000), "dependency_timeout_ms": (1, 600_000), "reload_interval_s": (0.05, 86_400),
+    "max_batch": (1, 10_000_000), "max_exclude": (0, 100_000_000),
+}
+
+
+def check_ranges(settings: object) -> None:
+    """Reject values outside the ranges above with a message naming the setting."""
+    for name, (lo, hi) in RANGES.items():
+        value = getattr(settings, name, None)
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")

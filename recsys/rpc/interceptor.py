@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -32,6 +33,12 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 response = await inner(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response
+            except asyncio.CancelledError:
+                # gRPC cancels the handler when the caller's deadline passes or the caller goes away.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                raise
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from feature_svc.storage.base import StorageError
 from recsys.metrics import MODEL_RELOADS
 from recsys.registry import Registry
 
@@ -42,19 +43,22 @@ async def follow_champion(registry: Registry, current: str, interval: float, com
         await asyncio.sleep(interval)
         try:
             version = registry.champion()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             log.warning("%s: cannot read the registry pointer: %s", component, exc)
             continue
         if not version or version in (current, rejected):
             continue
         try:
             loaded = await asyncio.to_thread(load, registry.path(version))
-        except Exception as exc:  # any failure to load must leave the serving version untouched
+            swap(version, loaded)
+        except StorageError as exc:  # transient (e.g. Redis blip): try the same version again next poll
+            log.warning("%s: could not load bundle %s yet (%s); still serving %s", component, version, exc, current)
+            continue
+        except Exception as exc:  # any other failure leaves the serving version untouched
             log.error("%s: rejected bundle %s (%s); still serving %s", component, version, exc, current)
             MODEL_RELOADS.labels(component, "rejected").inc()
             rejected = version
             continue
-        swap(version, loaded)
         log.info("%s: now serving %s (was %s)", component, version, current)
         MODEL_RELOADS.labels(component, "ok").inc()
         current, rejected = version, None

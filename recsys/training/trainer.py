@@ -122,6 +122,9 @@ def _stack(cols: list[dict[str, np.ndarray]], ys: list[np.ndarray], names: list[
 
 def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam: float) -> dict[str, float]:
     recs = stack.recommend_many(list(labels), k, diversity_lambda=lam)
+    failed = [u for u, r in recs.items() if r.fallback]
+    if failed:  # the pipeline fell back to popularity: these would not be the model's metrics
+        raise RuntimeError(f"the ranker failed for {len(failed)} validation users (e.g. {failed[0]}); see the log")
     ndcg = [ndcg_at_k([i.item_id for i in recs[u].items], labels[u], k) for u in labels]
     recall = [recall_at_k([i.item_id for i in recs[u].items], labels[u], k) for u in labels]
     return {f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
@@ -145,6 +148,20 @@ def list_ndcg(data: RankerData, names: list[str], ranker: RankerModel, k: int = 
             vals.append(float((y[top] * discounts[: len(top)]).sum() / ideal) if ideal > 0 else 0.0)
         out[key] = float(np.mean(vals))
     return out
+
+
+def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> float:
+    """Share of each user's held-out items among the candidates serving would pass to the ranker."""
+    features, cands_src = LocalFeatureSource(fold.storage), LocalCandidateSource(fold.gen)
+
+    async def run() -> list[float]:
+        out = []
+        for u in users:
+            _, cands = await fetch_and_retrieve(features, cands_src, u, pipe, [], {}, False)
+            out.append(len(set(cands.item_ids) & fold.labels[u]) / len(fold.labels[u]))
+        return out
+
+    return float(np.mean(asyncio.run(run())))
 
 
 def popularity_ndcg(fold: Fold, users: list[str], k: int = 10) -> float:
@@ -215,14 +232,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         for key, lam in (("valid", cfg.diversity_lambda), ("valid_no_diversity", 1.0)):
             for m, v in evaluate_users(stack, valid_labels, 10, lam).items():
                 metrics[f"{key}_{m}"] = v
-        cand_recall = []
-        for u in valid_users:
-            hist = main.storage.get_users([u])[0].history
-            c = main.gen.retrieve(main.gen.indices(hist[-pipe.max_history:]), n=cfg.n_candidates,
-                                  exclude=main.gen.indices(hist[: -pipe.max_history]))
-            got = set(main.art.item_ids[c.items].tolist())
-            cand_recall.append(len(got & main.labels[u]) / len(main.labels[u]))
-        metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = float(np.mean(cand_recall))
+        metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = candidate_recall(main, valid_users, pipe)
         metrics["valid_popularity_ndcg@10"] = popularity_ndcg(main, valid_users)
         t = step("validation", t)
 

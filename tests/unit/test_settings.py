@@ -39,3 +39,17 @@ def test_bad_values_name_the_setting(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         load_settings(RankerSettings, ["--config", str(cfg)], "ranker_svc")
     assert "no_such_setting" in capsys.readouterr().err
+
+
+def test_ranges_and_unknown_sections(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_settings(RankerSettings, ["--max-k", "0"], "ranker_svc")
+    assert "max_k must be between" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        load_settings(RankerSettings, ["--diversity-lambda", "7"], "ranker_svc")
+    assert "diversity_lambda" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rankr_svc:\n  max_k: 5\n")
+    with pytest.raises(SystemExit):
+        load_settings(RankerSettings, ["--config", str(cfg)], "ranker_svc")
+    assert "rankr_svc" in capsys.readouterr().err
