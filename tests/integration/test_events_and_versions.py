@@ -81,3 +81,27 @@ def test_seen_items_excluded_beyond_the_history_window(small_bundle, small_datas
         resp = client.recommend(user, 100, diversity_lambda=1.0)
         assert len(resp.items) == 100
         assert not {it.item_id for it in resp.items} & seen
+
+
+def test_services_do_not_outlive_a_killed_parent(small_bundle):
+    import os
+
+    script = ("import os, sys; from pathlib import Path; from recsys.cluster import start_cluster; "
+              "c = start_cluster(Path(sys.argv[1]), port=0, metrics=False); "
+              "print(' '.join(str(s.proc.pid) for s in c.services.values()), flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", script, str(small_bundle)], capture_output=True, text=True,
+                         timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 3, out.stderr
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
