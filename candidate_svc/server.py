@@ -17,7 +17,7 @@ from recsys.metrics import CANDIDATES, mark_serving
 from recsys.pipeline.local import retrieve_list
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
-from recsys.rpc.reload import follow_champion, resolve_bundle
+from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
 from recsys.rpc.server import Server
 from recsys.v1 import candidates_pb2 as pb
 from recsys.v1 import candidates_pb2_grpc as pb_grpc
@@ -33,8 +33,8 @@ def load_generator(bundle: Path, settings: CandidateSettings) -> tuple[Candidate
 
 
 class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
-    def __init__(self, generator: CandidateGenerator, version: str, settings: CandidateSettings):
-        self.current = (generator, version)  # swapped as one reference on hot reload
+    def __init__(self, settings: CandidateSettings):
+        self.current: tuple[CandidateGenerator, str] | None = None  # swapped as one reference on reload
         self.settings = settings
 
     def swap(self, version: str, loaded: tuple[CandidateGenerator, str, float]) -> None:
@@ -52,7 +52,10 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
         if len(request.exclude_item_ids) > s.max_exclude:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"exclude_item_ids: at most {s.max_exclude} ids, got {len(request.exclude_item_ids)}")
-        generator, version = self.current
+        current = self.current
+        if current is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "candidate_svc has no model loaded yet")
+        generator, version = current
         cands = retrieve_list(generator, version, list(request.history), list(request.exclude_item_ids),
                               request.n or s.default_n, dict(request.user_attributes), request.include_seen)
         resp = pb.RetrieveResponse(item_ids=cands.item_ids, score_names=cands.score_names,
@@ -68,14 +71,18 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:
     bundle, registry = resolve_bundle(settings.bundle, settings.registry, "candidate_svc")
-    gen, version, created = await asyncio.to_thread(load_generator, bundle, settings)
-    mark_serving("candidate_svc", version, "retrieval", created)
-    log.info("bundle %s: %d items, %s index", version, gen.n_items, settings.index)
-    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
-    servicer = CandidateServicer(gen, version, settings)
+    servicer = CandidateServicer(settings)
     server = Server(settings.host, settings.port, settings.metrics_port)
     server.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
-    await server.start()
+    await server.start(serving=False)  # health says NOT_SERVING until a model is loaded
+    if bundle is None:
+        bundle = await wait_for_champion(registry, settings.reload_interval_s, "candidate_svc")
+    loaded = await asyncio.to_thread(load_generator, bundle, settings)
+    version = loaded[1]
+    servicer.swap(version, loaded)
+    log.info("bundle %s: %d items, %s index", version, loaded[0].n_items, settings.index)
+    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
+    await server.set_serving(True)
     if ready is not None:
         ready.set()
     tasks = []

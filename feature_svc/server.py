@@ -17,7 +17,7 @@ from feature_svc.storage import EmbeddedStorage, Event, FeatureStorage, StorageE
 from recsys.bundle import verify_bundle
 from recsys.feature_tables import FeatureTables
 from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE, mark_serving
-from recsys.rpc.reload import follow_champion, resolve_bundle
+from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
 from recsys.rpc.server import Server
 from recsys.v1 import features_pb2 as pb
 from recsys.v1 import features_pb2_grpc as pb_grpc
@@ -134,16 +134,19 @@ async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -
     storage = open_storage(settings.storage)
     registry = None
     version = ""
-    if settings.bundle or settings.registry:
-        bundle, registry = resolve_bundle(settings.bundle, settings.registry, "feature_svc")
-        if settings.load_bundle:
-            version = await asyncio.to_thread(load_bundle_features, storage, bundle)
-            log.info("loaded features of bundle %s into %s", version, settings.storage)
-    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
     server = Server(settings.host, settings.port, settings.metrics_port)
     server.add(pb_grpc.add_FeatureStoreServicer_to_server,
                FeatureStoreServicer(storage, settings.max_batch), "recsys.v1.FeatureStore")
-    await server.start()
+    await server.start(serving=False)  # health says NOT_SERVING until the features are loaded
+    if settings.bundle or settings.registry:
+        bundle, registry = resolve_bundle(settings.bundle, settings.registry, "feature_svc")
+        if settings.load_bundle:
+            if bundle is None:
+                bundle = await wait_for_champion(registry, settings.reload_interval_s, "feature_svc")
+            version = await asyncio.to_thread(load_bundle_features, storage, bundle)
+            log.info("loaded features of bundle %s into %s", version, settings.storage)
+    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
+    await server.set_serving(True)
     if ready is not None:
         ready.set()
     tasks = []

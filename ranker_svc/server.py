@@ -20,7 +20,7 @@ from recsys.metrics import RECOMMEND_RESULTS, STAGE_LATENCY
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import PipelineConfig, recommend
 from recsys.pipeline.types import RecommendParams
-from recsys.rpc.reload import follow_champion, resolve_bundle
+from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
 from recsys.rpc.server import Server
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -61,6 +61,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         problem = validate(request, self.settings.max_k)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if not self.models.versions():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "ranker_svc has no model loaded yet")
         try:
             model = self.models.get(request.model_version)
         except UnknownModelVersion:
@@ -120,23 +122,26 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
     models = ModelSet()
     registry = None
-    if settings.registry:
-        if settings.bundle:
-            raise SystemExit("ranker_svc: give either --bundle or --registry, not both")
-        champion, registry = resolve_bundle("", settings.registry, "ranker_svc")
-        await asyncio.to_thread(models.load, champion)
-    elif not settings.bundle:
+    if settings.registry and settings.bundle:
+        raise SystemExit("ranker_svc: give either --bundle or --registry, not both")
+    if not settings.registry and not settings.bundle:
         raise SystemExit("ranker_svc: --bundle or --registry (RECSYS_BUNDLE / RECSYS_REGISTRY) is required")
+    channels = Channels(settings.feature_addr, settings.candidate_addr)
+    server = Server(settings.host, settings.port, settings.metrics_port)
+    server.add(pb_grpc.add_RecommenderServicer_to_server, RecommenderServicer(models, channels, settings),
+               "recsys.v1.Recommender")
+    await server.start(serving=False)  # health says NOT_SERVING until a model is loaded
+    if settings.registry:
+        champion, registry = resolve_bundle("", settings.registry, "ranker_svc")
+        if champion is None:
+            champion = await wait_for_champion(registry, settings.reload_interval_s, "ranker_svc")
+        await asyncio.to_thread(models.load, champion)
     for b in settings.bundle:
         await asyncio.to_thread(models.load, Path(b))
     if settings.default_version:
         models.set_default(settings.default_version)
     gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
-    channels = Channels(settings.feature_addr, settings.candidate_addr)
-    server = Server(settings.host, settings.port, settings.metrics_port)
-    server.add(pb_grpc.add_RecommenderServicer_to_server, RecommenderServicer(models, channels, settings),
-               "recsys.v1.Recommender")
-    await server.start()
+    await server.set_serving(True)
     if ready is not None:
         ready.set()
     tasks = []

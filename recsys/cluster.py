@@ -109,7 +109,10 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
                   extra: dict[str, list[str]] | None = None, timeout: float = 120.0,
                   log_dir: Path | None = None) -> Cluster:
     """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port), serving
-    `bundle` (one or several versions), or the champion of `registry` with hot swaps on promotion."""
+    `bundle` (one or several versions), or the champion of `registry` with hot swaps on promotion.
+
+    The services are stopped by Linux when the *thread* that started them exits, so call this from a
+    thread that outlives the cluster (normally the main thread)."""
     if (bundle is None) == (registry is None):
         raise ValueError("give a bundle or a registry")
     bundles = [] if bundle is None else [Path(b).resolve() for b in (bundle if isinstance(bundle, list) else [bundle])]

@@ -20,8 +20,9 @@ from recsys.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def resolve_bundle(bundle: str, registry: str, component: str) -> tuple[Path, Registry | None]:
-    """The bundle to start with: `bundle` if given, else the registry's champion."""
+def resolve_bundle(bundle: str, registry: str, component: str) -> tuple[Path | None, Registry | None]:
+    """The bundle to start with: `bundle` if given, else the registry's champion (None while the
+    registry has none yet: the service then waits for one, reporting NOT_SERVING)."""
     if bundle and registry:
         raise SystemExit(f"{component}: give either --bundle or --registry, not both")
     if bundle:
@@ -30,9 +31,21 @@ def resolve_bundle(bundle: str, registry: str, component: str) -> tuple[Path, Re
         raise SystemExit(f"{component}: --bundle or --registry (RECSYS_BUNDLE / RECSYS_REGISTRY) is required")
     reg = Registry(registry)
     champion = reg.champion()
-    if not champion:
-        raise SystemExit(f"{component}: registry {registry} has no champion yet (run `recsys models promote`)")
-    return reg.path(champion), reg
+    return (reg.path(champion) if champion else None), reg
+
+
+async def wait_for_champion(registry: Registry, interval: float, component: str) -> Path:
+    """Poll until the registry names a champion (a fresh install before its first promotion)."""
+    log.warning("%s: registry %s has no champion yet; waiting (NOT_SERVING) for a promotion",
+                component, registry.root)
+    while True:
+        try:
+            version = registry.champion()
+        except (OSError, UnicodeDecodeError):
+            version = None
+        if version:
+            return registry.path(version)
+        await asyncio.sleep(interval)
 
 
 async def follow_champion(registry: Registry, current: str, interval: float, component: str,

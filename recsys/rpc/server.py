@@ -20,6 +20,8 @@ from recsys.rpc.interceptor import MetricsInterceptor
 
 log = logging.getLogger(__name__)
 
+LIVENESS = "liveness"  # health service name for liveness probes: up as long as the event loop runs
+
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -50,18 +52,21 @@ class Server:
         self.service_names.append(service_name)
 
     async def set_serving(self, serving: bool) -> None:
+        """Readiness: "" and every service name. The "liveness" service stays SERVING while the process
+        runs, so liveness/startup probes do not restart a service that is only waiting for a model."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
-    async def start(self) -> int:
+    async def start(self, serving: bool = True) -> int:
         reflection.enable_server_reflection(self.service_names, self.server)
         self.port = self.server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self.address}")
         start_metrics_server(self.metrics_port)
         await self.server.start()
-        await self.set_serving(True)
+        await self.set_serving(serving)
         log.info("serving %s on port %d (metrics on %s)", ", ".join(self.service_names[2:]), self.port,
                  self.metrics_port or "off")
         return self.port

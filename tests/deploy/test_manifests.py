@@ -298,7 +298,11 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             assert "metrics" in ports, name
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert c[probe]["grpc"]["port"] == ports["grpc"], f"{name}: {probe} must be gRPC on the gRPC port"
-                assert "service" not in c[probe]["grpc"], f"{name}: probe must check the overall health (service \"\")"
+            # readiness follows the overall health ("" = model loaded, not draining); startup and liveness
+            # check the process-level `liveness` service, so a pod waiting for its first model is not killed
+            assert "service" not in c["readinessProbe"]["grpc"], f"{name}: readiness must check service \"\""
+            for probe in ("startupProbe", "livenessProbe"):
+                assert c[probe]["grpc"].get("service") == "liveness", f"{name}: {probe} must check 'liveness'"
             assert c["command"][:2] == ["python", "-m"] and c["command"][2] == f"{component}_svc", name
             # A Service exposes the gRPC and metrics ports of exactly these pods.
             services = [s for s in by_kind["Service"] if _labels_match({"matchLabels": s["spec"]["selector"]}, labels)]

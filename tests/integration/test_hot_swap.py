@@ -116,3 +116,49 @@ def test_gate_and_rollback(small_bundle, tmp_path):
     with pytest.raises(BundleError):
         registry.promote(c, force=True)
     assert registry.champion() == a
+
+
+def test_fresh_registry_waits_not_serving_until_first_promotion(small_bundle, tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from recsys.cluster import free_port
+
+    registry = Registry(tmp_path / "models")
+    registry.root.mkdir()
+    port = free_port()
+    seen: dict = {}
+
+    def operator() -> None:
+        """While the services wait: check they say NOT_SERVING and refuse calls, then promote."""
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+
+                def status():
+                    try:
+                        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                    except grpc.RpcError:
+                        return None
+
+                seen["not_serving"] = wait_for(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
+                live = stub.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=1).status
+                seen["live"] = live == health_pb2.HealthCheckResponse.SERVING  # probes must not restart it
+                with RecommenderClient(f"127.0.0.1:{port}") as client:
+                    try:
+                        client.recommend("u1", 5)
+                    except grpc.RpcError as exc:
+                        seen["early"] = (exc.code(), exc.details())
+        finally:
+            copy_as(small_bundle, registry, "first")
+            seen["promoted"] = registry.promote("first").promoted
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    # started from this (long-lived) thread: the services die with the thread that started them
+    with start_cluster(None, port=port, registry=registry.root, reload_interval=0.2, metrics=False,
+                       log_dir=tmp_path / "logs", timeout=60) as cluster, RecommenderClient(cluster.target) as client:
+        thread.join(timeout=60)
+        resp = client.recommend("u1", 5)
+    assert seen["not_serving"] and seen["live"] and seen["promoted"]
+    assert seen["early"][0] == grpc.StatusCode.UNAVAILABLE and "no model" in seen["early"][1]
+    assert resp.model_version == "first" and len(resp.items) == 5
