@@ -77,11 +77,12 @@ async def recommend(params: RecommendParams, model: ServingModel, features: Feat
     x = None
     try:
         with t.stage("featurize"):
-            x = stages.featurize(model, user, cands, names, items, history)
+            cand_emb = model.embeddings.lookup(cands.item_ids)  # shared by the features and MMR
+            x = stages.featurize(model, user, cands, names, items, history, cand_emb)
         with t.stage("score"):
             scores = stages.score(model, x)
         with t.stage("diversify"):
-            order = stages.diversify(model, cands.item_ids, items, scores, params.k, lam, cfg.mmr_pool)
+            order = stages.diversify(cand_emb, items, scores, params.k, lam, cfg.mmr_pool)
     except Exception:  # a broken model must not take the endpoint down: serve popularity instead
         log.exception("ranker failed for model %s; serving popularity order", model.version)
         fallback = True
@@ -91,9 +92,7 @@ async def recommend(params: RecommendParams, model: ServingModel, features: Feat
     if params.explain and not fallback and x is not None:
         with t.stage("explain"):
             contributions = stages.explain(model, x, order)
-    masks = np.asarray(cands.source_masks, dtype=np.int64)
-    counts = {s: int(((masks >> i) & 1).sum()) for i, s in enumerate(cands.source_vocab)}
     return Recommendation(
         items=stages.build_items(cands, items, scores, order, contributions),
         model_version=model.version, cold_start=not user.history, fallback=fallback,
-        diversity_lambda=lam, timings=dict(t), candidate_counts=counts)
+        diversity_lambda=lam, timings=dict(t))

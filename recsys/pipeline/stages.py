@@ -11,8 +11,10 @@ from recsys.ranking.mmr import mmr, similarity_matrix
 
 
 def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, item_feature_names: list[str],
-                    items: list[ItemView], history: list[ItemView]) -> dict[str, np.ndarray]:
-    """All named feature columns for the candidates (rows aligned with cands.item_ids)."""
+                    items: list[ItemView], history: list[ItemView],
+                    cand_emb: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """All named feature columns for the candidates (rows aligned with cands.item_ids). `cand_emb` are the
+    candidates' unit embeddings when the caller already looked them up."""
     n = len(cands.item_ids)
     fi = len(item_feature_names)
     item_values = np.full((n, fi), np.nan, dtype=np.float32)
@@ -36,15 +38,15 @@ def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, i
         item_feature_names=item_feature_names,
         item_values=item_values,
         item_categories=[it.categories for it in items],
-        item_embeddings=emb.lookup(cands.item_ids),
+        item_embeddings=emb.lookup(cands.item_ids) if cand_emb is None else cand_emb,
     )
     return assemble(inputs)
 
 
 def featurize(model: ServingModel, user: UserView, cands: CandidateList, item_feature_names: list[str],
-              items: list[ItemView], history: list[ItemView]) -> np.ndarray:
+              items: list[ItemView], history: list[ItemView], cand_emb: np.ndarray) -> np.ndarray:
     """The ranker's input matrix: its features, in its order."""
-    cols = feature_columns(model.embeddings, user, cands, item_feature_names, items, history)
+    cols = feature_columns(model.embeddings, user, cands, item_feature_names, items, history, cand_emb)
     return to_matrix(cols, model.ranker.feature_names, len(cands.item_ids))
 
 
@@ -52,13 +54,13 @@ def score(model: ServingModel, x: np.ndarray) -> np.ndarray:
     return model.ranker.score(x)
 
 
-def diversify(model: ServingModel, item_ids: list[str], items: list[ItemView], scores: np.ndarray, k: int,
-              lam: float, pool: int = 100) -> np.ndarray:
+def diversify(cand_emb: np.ndarray, items: list[ItemView], scores: np.ndarray, k: int, lam: float,
+              pool: int = 100) -> np.ndarray:
     """MMR over the `pool` most relevant candidates; returns candidate indices in display order."""
     top = np.argsort(-scores, kind="stable")[: max(pool, k)]
     if lam >= 1.0:
         return top[:k]
-    sim = similarity_matrix(model.embeddings.lookup([item_ids[i] for i in top]), [items[i].categories for i in top])
+    sim = similarity_matrix(cand_emb[top], [items[i].categories for i in top])
     return top[mmr(scores[top], k, lam, sim)]
 
 

@@ -79,7 +79,6 @@ class Recommendation:
     fallback: bool
     diversity_lambda: float
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-    candidate_counts: dict[str, int] = field(default_factory=dict)  # source -> candidates proposed
 
 
 class FeatureSource(Protocol):
