@@ -258,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
     e.add_argument("--dataset", required=True)
-    e.add_argument("--protocol", default="msr", choices=["msr", "msr-item", "temporal"],
-                   help="msr: stratified 75/25 per user (MS Recommenders); msr-item: stratified per item; "
-                        "temporal: each user's last 20%% by time")
+    e.add_argument("--protocol", default="msr", choices=["msr", "msr-user", "temporal"],
+                   help="msr: stratified 75/25 per item (the MS Recommenders benchmark); msr-user: stratified "
+                        "per user; temporal: each user's last 20%% by time")
     e.add_argument("--k", type=int, default=10)
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--config", help="training config (YAML/JSON)")

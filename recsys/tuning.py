@@ -73,10 +73,11 @@ def search_space() -> dict[str, Any]:
             "alpha": tune.loguniform(0.5, 20.0),
         },
         "ease_reg": tune.loguniform(50.0, 2000.0),
+        "sequence_window": tune.choice([1, 2, 3]),
         "ranker": {
             "num_leaves": tune.choice([7, 15, 31, 63]),
-            "learning_rate": tune.loguniform(0.02, 0.2),
-            "min_data_in_leaf": tune.choice([10, 20, 50, 100, 200]),
+            "learning_rate": tune.loguniform(0.01, 0.2),
+            "min_data_in_leaf": tune.choice([20, 50, 100, 200, 500, 1000]),
             "feature_fraction": tune.uniform(0.5, 1.0),
         },
     }

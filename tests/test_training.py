@@ -25,8 +25,13 @@ def test_bundle_layout_and_metadata(small_bundle, small_dataset):
     model = ServingModel.load(small_bundle)
     assert model.version == meta.version
     names = model.ranker.feature_names
-    assert "i2i_score_z" in names and model.ranker.base_feature == "i2i_score_z"
-    assert not {"n_sources", "i2i_score", "item_n_interactions", "user_first_ts"} & set(names)  # scale-dependent
+    assert "i2i_score_z" in names and model.ranker.base.get("i2i_score_z") == 1.0
+    assert not {"n_sources", "i2i_score", "seq_score", "item_n_interactions", "user_first_ts"} & set(names)
+    assert "seq_score_z" in names and art.sequence is not None and art.sequence.nnz > 0
+    # the tree gate's decision is recorded and matches the shipped model
+    assert meta.metrics["ranker_trees_used"] == float(model.ranker.use_trees)
+    if not model.ranker.use_trees:
+        assert meta.metrics["ranker_valid_list_ndcg@10"] - meta.metrics["ranker_valid_base_only_ndcg@10"] < 0.001
 
 
 def test_pipeline_beats_popularity_on_validation(small_bundle):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RELATIVE_SCORES = ("als_score", "i2i_score", "content_score", "segment_score")
+RELATIVE_SCORES = ("als_score", "i2i_score", "content_score", "segment_score", "seq_score")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The retrieval half of a model bundle: item embeddings, neighbour table, popularity and segment tables."""
+"""The retrieval half of a model bundle: item embeddings, neighbour tables, popularity and segment tables."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class RetrievalArtifacts:
     cold: np.ndarray                # bool [I], items with too few interactions for collaborative sources
     segment_names: list[str]        # "attribute=value"
     segments: sp.csr_matrix         # float32 [S, I] top items per user segment, scores in [0, 1]
+    sequence: sp.csr_matrix | None = None  # float32 [I, I] time-adjacency neighbours (None in older bundles)
     source_dir: Path | None = None  # where it was loaded from (prebuilt FAISS indexes live there)
 
     def index_path(self, kind: str) -> Path | None:
@@ -51,6 +52,8 @@ class RetrievalArtifacts:
         sp.save_npz(directory / "neighbors.npz", self.neighbors)
         sp.save_npz(directory / "item_categories.npz", self.item_categories)
         sp.save_npz(directory / "segments.npz", self.segments)
+        if self.sequence is not None:
+            sp.save_npz(directory / "sequence.npz", self.sequence)
         meta = {"als": asdict(self.als), "neighbor_method": self.neighbor_method,
                 "category_names": self.category_names, "segment_names": self.segment_names}
         (directory / "retrieval.json").write_text(json.dumps(meta, indent=1))
@@ -58,6 +61,7 @@ class RetrievalArtifacts:
     @classmethod
     def load(cls, directory: Path) -> RetrievalArtifacts:
         meta = json.loads((directory / "retrieval.json").read_text())
+        seq = directory / "sequence.npz"
         return cls(
             item_ids=np.load(directory / "item_ids.npy"),
             item_factors=np.load(directory / "item_factors.npy"),
@@ -70,5 +74,6 @@ class RetrievalArtifacts:
             cold=np.load(directory / "cold.npy"),
             segment_names=list(meta["segment_names"]),
             segments=sp.load_npz(directory / "segments.npz").tocsr(),
+            sequence=sp.load_npz(seq).tocsr() if seq.is_file() else None,
             source_dir=directory,
         )

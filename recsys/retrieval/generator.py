@@ -1,4 +1,5 @@
-"""Multi-source candidate generation: ALS+FAISS, item-to-item, popular, user segment and content (cold items).
+"""Multi-source candidate generation: ALS+FAISS, item-to-item, popular, user segment, content (cold items)
+and sequence neighbours.
 
 Every source proposes a ranked list; lists are merged under per-source quotas, deduplicated and filtered
 (seen and excluded items). Each merged candidate then gets the scores of *all* sources, so the ranker
@@ -16,12 +17,12 @@ from recsys.retrieval.als import FoldIn
 from recsys.retrieval.ann import build_index, search
 from recsys.retrieval.artifacts import RetrievalArtifacts
 
-SOURCES = ("als", "i2i", "popular", "segment", "content")
+SOURCES = ("als", "i2i", "popular", "segment", "content", "seq")
 SCORE_NAMES = ("als_score", "als_rank", "i2i_score", "i2i_rank", "pop_score", "segment_score",
-               "content_score", "n_sources")
+               "content_score", "n_sources", "seq_score", "seq_rank")
 
 # Share of the candidate budget each source gets; what a source cannot fill goes to the others.
-DEFAULT_QUOTAS = {"als": 0.4, "i2i": 0.4, "popular": 0.1, "segment": 0.05, "content": 0.05}
+DEFAULT_QUOTAS = {"als": 0.35, "i2i": 0.4, "popular": 0.05, "segment": 0.05, "content": 0.05, "seq": 0.1}
 COLD_USER_QUOTAS = {"popular": 0.5, "segment": 0.5}
 _MASK_NAMES = [[s for i, s in enumerate(SOURCES) if mask >> i & 1] for mask in range(1 << len(SOURCES))]
 
@@ -98,15 +99,17 @@ class CandidateGenerator:
         user_vec = self.fold_in.user_vector(history)
         i2i_items = np.zeros(0, dtype=np.int64)  # items reached from the history, sorted
         i2i_scores = np.zeros(0, dtype=np.float32)
+        seq_items, seq_scores = i2i_items, i2i_scores
         profile = np.zeros(self.art.item_categories.shape[1], dtype=np.float32)
         if not cold_user:
             lists["als"], _ = search(self.index, user_vec, depth)
             # Sparse accumulation over the history's neighbour rows: touches a few thousand entries
             # instead of the whole catalog.
-            rows = self.art.neighbors[recent]
-            i2i_items, inverse = np.unique(rows.indices, return_inverse=True)
-            i2i_scores = np.bincount(inverse, weights=rows.data, minlength=len(i2i_items)).astype(np.float32)
+            i2i_items, i2i_scores = self._accumulate(self.art.neighbors, recent)
             lists["i2i"] = i2i_items[_top(i2i_scores, depth)]
+            if self.art.sequence is not None:
+                seq_items, seq_scores = self._accumulate(self.art.sequence, recent)
+                lists["seq"] = seq_items[_top(seq_scores, depth)]
             profile = np.asarray(self.art.item_categories[recent].sum(axis=0), dtype=np.float32).ravel()
             profile /= max(1.0, float(len(recent)))
             if len(self.cold_items):
@@ -129,7 +132,19 @@ class CandidateGenerator:
             scores[:, 5] = seg[items] if seg is not None else np.nan
             scores[:, 6] = self.art.item_categories[items] @ profile
             scores[:, 7] = np.unpackbits(mask[:, None], axis=1).sum(axis=1)
+            if self.art.sequence is not None:
+                scores[:, 8] = _lookup(seq_items, seq_scores, items)
+                scores[:, 9] = _rank_in(lists.get("seq"), items)
         return Candidates(items=items, scores=scores, sources=mask)
+
+    def _accumulate(self, table, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(items reached, summed weights) over the history's rows of a neighbour table. A dense
+        bincount over the catalog is linear in the rows' entries (no sort), and the catalog-sized
+        buffer costs far less than sorting a few hundred thousand entries."""
+        rows = table[recent]
+        acc = np.bincount(rows.indices, weights=rows.data, minlength=self.n_items)
+        items = np.flatnonzero(acc)
+        return items, acc[items].astype(np.float32)
 
     def _merge(self, lists: dict[str, np.ndarray], budget: dict[str, int], banned: np.ndarray,
                n: int) -> tuple[np.ndarray, np.ndarray]:

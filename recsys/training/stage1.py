@@ -1,5 +1,5 @@
-"""Stage-1 artifacts from interactions: the retrieval models (ALS, item-to-item, popularity, segments,
-content) and the feature tables the feature store serves. Built twice per training run: on the
+"""Stage-1 artifacts from interactions: the retrieval models (ALS, item-to-item, sequence neighbours,
+popularity, segments, content) and the feature tables the feature store serves. Built twice per training run: on the
 ranker's "history" part (to generate its training lists) and on all data (to serve)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from recsys.feature_tables import FeatureTables
 from recsys.retrieval.als import train_als
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.item2item import item_neighbors
+from recsys.retrieval.sequence import sequence_neighbors
 from recsys.training.config import TrainConfig
 
 USER_FEATURES = ["user_n_interactions", "user_n_items", "user_mean_value", "user_active_days",
@@ -194,8 +195,13 @@ def build_stage1(ds: Dataset, cfg: TrainConfig, vocab: Vocab | None = None,
     c = [cat_index[x_] for cats in tables.item_categories for x_ in cats]
     item_cats = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(vocab.item_ids), len(cat_names)))
     seg_names, segments = _segments(tables, x, cfg.segment_top)
+    sequence = None
+    if cfg.sequence_neighbors > 0:
+        u, i = vocab.encode(ds.interactions)
+        sequence = sequence_neighbors(u, i, ds.interactions["timestamp"].to_numpy(), len(vocab.item_ids),
+                                      window=cfg.sequence_window, m=cfg.sequence_neighbors)
     art = RetrievalArtifacts(
         item_ids=vocab.item_ids, item_factors=item_factors, als=cfg.als, neighbors=neighbors,
         neighbor_method=method, popularity=popularity, item_categories=item_cats, category_names=cat_names,
-        cold=counts < cfg.cold_threshold, segment_names=seg_names, segments=segments)
+        cold=counts < cfg.cold_threshold, segment_names=seg_names, segments=segments, sequence=sequence)
     return art, tables, vocab

@@ -32,7 +32,7 @@ from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.stages import feature_columns
-from recsys.ranking.model import RankerModel, train_ranker
+from recsys.ranking.model import RankerModel, base_scores, groups_ndcg, train_ranker
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.training.config import TrainConfig
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 NOT_FEATURES = {
     "n_sources", "history_len",
     "user_n_interactions", "user_n_items", "item_n_interactions", "item_n_users",
-    "als_score", "i2i_score", "content_score", "segment_score",
+    "als_score", "i2i_score", "content_score", "segment_score", "seq_score",
     "user_first_ts", "user_last_ts", "user_mean_ts", "item_first_ts", "item_mean_ts",
 }
 
@@ -131,23 +131,11 @@ def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam
 
 
 def list_ndcg(data: RankerData, names: list[str], ranker: RankerModel, k: int = 10) -> dict[str, float]:
-    """nDCG@k on the validation candidate lists: the ranker versus its base feature alone (what the
-    trees add on top of the strongest single retrieval score)."""
-    scores = {"ranker_valid_list_ndcg@10": ranker.score(data.x)}
-    if ranker.base_feature in names:
-        scores["ranker_valid_base_only_ndcg@10"] = np.nan_to_num(data.x[:, names.index(ranker.base_feature)], nan=-1e9)
-    out = {}
-    bounds = np.concatenate([[0], np.cumsum(data.groups)])
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for key, s in scores.items():
-        vals = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            y = data.y[a:b]
-            top = np.argsort(-s[a:b], kind="stable")[:k]
-            ideal = discounts[: min(k, int(y.sum()))].sum()
-            vals.append(float((y[top] * discounts[: len(top)]).sum() / ideal) if ideal > 0 else 0.0)
-        out[key] = float(np.mean(vals))
-    return out
+    """nDCG@k on the validation candidate lists: the ranker versus its linear base alone (what the trees
+    add on top of the blend of retrieval scores)."""
+    return {"ranker_valid_list_ndcg@10": groups_ndcg(ranker.score(data.x), data.y, data.groups, k),
+            "ranker_valid_base_only_ndcg@10": groups_ndcg(base_scores(data.x, names, ranker.base), data.y,
+                                                          data.groups, k)}
 
 
 def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> float:
@@ -212,15 +200,28 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
             cols, ys, _ = build_ranker_lists(fold_users, fold.labels, fold.storage, fold.gen, fold.emb, pipe, progress)
             train_cols += cols
             train_ys += ys
-        valid_cols, valid_ys, _ = build_ranker_lists(valid_users, main.labels, main.storage, main.gen, main.emb, pipe,
-                                                     progress)
+        # Validation lists from every fold (same users, different held-out items): 3x the lists, so early
+        # stopping and the tree gate below decide on less noise.
+        valid_cols, valid_ys = [], []
+        for fold in folds:
+            cols, ys, _ = build_ranker_lists([u for u in valid_users if u in fold.labels], fold.labels, fold.storage,
+                                             fold.gen, fold.emb, pipe, progress)
+            valid_cols += cols
+            valid_ys += ys
         names = sorted({n for c in train_cols for n in c} - NOT_FEATURES)
         tr = _stack(train_cols, train_ys, names)
         va = _stack(valid_cols, valid_ys, names)
         t = step("ranker_lists", t)
 
         ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
-        ranker.metrics.update(list_ndcg(va, names, ranker))
+        lists = list_ndcg(va, names, ranker)
+        gain = lists["ranker_valid_list_ndcg@10"] - lists["ranker_valid_base_only_ndcg@10"]
+        if gain < cfg.ranker.min_tree_gain:
+            # The trees do not beat their own starting score on held-out lists: serve the base alone rather
+            # than ship a correction that validation cannot tell from noise.
+            ranker.use_trees = False
+            log.info("ranker trees dropped: validation list nDCG@10 gain %.4f < %.4f", gain, cfg.ranker.min_tree_gain)
+        ranker.metrics.update(lists | {"ranker_trees_used": float(ranker.use_trees)})
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.

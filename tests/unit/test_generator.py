@@ -108,3 +108,26 @@ def test_unknown_index_kind_is_an_error():
 
     with pytest.raises(ValueError, match="index kind"):
         build_index(np.zeros((3, 2), np.float32), "annoy")
+
+
+def test_sequence_source_scores_and_proposes(art):
+    seq = np.zeros((N, N), np.float32)
+    seq[0, 9] = 0.7
+    seq[1, 9] = 0.2
+    art.sequence = sp.csr_matrix(seq)
+    c = CandidateGenerator(art, GeneratorConfig(n=8)).retrieve(np.array([0, 1]))
+    row = c.items.tolist().index(9)
+    assert c.scores[row, SCORE_NAMES.index("seq_score")] == pytest.approx(0.9)  # summed over the history
+    assert c.scores[row, SCORE_NAMES.index("seq_rank")] == 1
+    assert "seq" in c.source_names(row)
+
+
+def test_bundles_without_sequence_table_score_nan(art, tmp_path):
+    art.save(tmp_path)
+    loaded = RetrievalArtifacts.load(tmp_path)
+    assert loaded.sequence is None
+    c = CandidateGenerator(loaded, GeneratorConfig(n=8)).retrieve(np.array([0, 1]))
+    assert np.isnan(c.scores[:, SCORE_NAMES.index("seq_score")]).all()
+    art.sequence = sp.csr_matrix(np.eye(N, k=1, dtype=np.float32))
+    art.save(tmp_path)
+    assert (RetrievalArtifacts.load(tmp_path).sequence != art.sequence).nnz == 0
