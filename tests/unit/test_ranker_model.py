@@ -64,3 +64,17 @@ def test_loads_bundles_written_before_blended_bases(tmp_path):
     (tmp_path / "ranker.json").write_text(json.dumps(meta))
     loaded = RankerModel.load(tmp_path)
     assert loaded.base == {"main_z": 1.0} and loaded.use_trees
+
+
+def test_new_user_requests_fall_back_to_segment_then_popularity():
+    names = ["i2i_score_z", "segment_score_z", "pop_score"]
+    x, y, g = _lists(20)
+    booster = lgb.train({"objective": "lambdarank", "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(x, y, group=g), num_boost_round=2)
+    model = RankerModel(booster=booster, feature_names=names, base={"i2i_score_z": 1.0}, use_trees=False)
+    cold = np.array([[0.0, 0.5, 0.2], [0.0, 1.5, 0.1], [0.0, 0.5, 0.9], [0.0, np.nan, 1.0]], np.float32)
+    assert np.argsort(-model.score(cold)).tolist() == [1, 2, 0, 3]
+    np.testing.assert_allclose(model.explain(cold).sum(axis=1), model.score(cold), rtol=1e-6)
+    warm = cold.copy()
+    warm[:, 0] = [3.0, 0.0, 1.0, 2.0]  # a history-driven score varies: the fitted base alone decides
+    assert np.argsort(-model.score(warm)).tolist() == [0, 3, 2, 1]
