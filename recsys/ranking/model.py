@@ -125,18 +125,17 @@ class RankerModel:
     base: dict[str, float] = field(default_factory=dict)  # feature -> weight of the score the trees start from
     use_trees: bool = True            # False when validation showed the trees add nothing to the base
 
-    def base_of(self, x: np.ndarray) -> np.ndarray:
+    def base_weights(self, x: np.ndarray) -> dict[str, float]:
         """The fitted base; for a request where it does not vary (no history-driven score: a new user),
-        the cold-start base (segment popularity, then global popularity) orders the candidates instead."""
-        base = base_scores(x, self.feature_names, self.base)
-        if len(x) > 1 and np.ptp(base) == 0:
-            base = base + base_scores(x, self.feature_names, COLD_BASE)
-        return base
+        plus the cold-start base (segment popularity, then global popularity) to order the candidates."""
+        if len(x) > 1 and np.ptp(base_scores(x, self.feature_names, self.base)) == 0:
+            return self.base | {f: self.base.get(f, 0.0) + w for f, w in COLD_BASE.items()}
+        return self.base
 
     def score(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        base = self.base_of(x)
+        base = base_scores(x, self.feature_names, self.base_weights(x))
         return base + self.booster.predict(x, num_threads=1) if self.use_trees else base
 
     def explain(self, x: np.ndarray) -> np.ndarray:
@@ -145,9 +144,7 @@ class RankerModel:
             contrib = self.booster.predict(x, pred_contrib=True, num_threads=1)[:, :-1]
         else:
             contrib = np.zeros((len(x), len(self.feature_names)))
-        base = self.base if len(x) < 2 or np.ptp(base_scores(x, self.feature_names, self.base)) else (
-            self.base | {f: self.base.get(f, 0.0) + w for f, w in COLD_BASE.items()})
-        for name, w in base.items():  # the score the trees started from is part of the score
+        for name, w in self.base_weights(x).items():  # the score the trees started from is part of the score
             if name in self.feature_names:
                 j = self.feature_names.index(name)
                 contrib[:, j] += w * np.nan_to_num(x[:, j].astype(np.float64), nan=0.0)
