@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # What orders a new user's candidates when no history-driven score exists: the user segment's popularity
 # (z-scored per request) first, global popularity (in [0, 1]) as the tie-breaker.
@@ -175,12 +178,15 @@ def train_ranker(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndar
                  x_valid: np.ndarray, y_valid: np.ndarray, groups_valid: np.ndarray,
                  feature_names: list[str], params: RankerParams) -> RankerModel:
     """LambdaRank from a fitted linear base, with early stopping on validation nDCG@10; records the
-    train/validation gap."""
+    train/validation gap. The trees are kept only if they beat the base alone on the validation lists by
+    `min_tree_gain`: otherwise the model serves the base, rather than a correction validation cannot tell
+    from noise."""
     base = fit_blend(x_train, y_train, groups_train, feature_names, params)
+    base_valid = base_scores(x_valid, feature_names, base)
     dtrain = lgb.Dataset(x_train, y_train, group=groups_train, feature_name=feature_names, free_raw_data=False,
                          init_score=base_scores(x_train, feature_names, base))
     dvalid = lgb.Dataset(x_valid, y_valid, group=groups_valid, reference=dtrain, free_raw_data=False,
-                         init_score=base_scores(x_valid, feature_names, base))
+                         init_score=base_valid)
     evals: dict = {}
     booster = lgb.train(
         params.lgb_params(), dtrain, num_boost_round=params.num_boost_round,
@@ -194,4 +200,12 @@ def train_ranker(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndar
     metrics = {"ranker_train_ndcg@10": train_ndcg, "ranker_valid_ndcg@10": valid_ndcg,
                "ranker_train_valid_gap": train_ndcg - valid_ndcg, "ranker_best_iteration": float(best)}
     metrics.update({f"ranker_base_weight:{f}": w for f, w in base.items()})
-    return RankerModel(booster=booster, feature_names=feature_names, metrics=metrics, base=base)
+    with_trees = groups_ndcg(base_valid + booster.predict(x_valid, num_threads=params.threads), y_valid, groups_valid)
+    base_only = groups_ndcg(base_valid, y_valid, groups_valid)
+    use_trees = with_trees - base_only >= params.min_tree_gain
+    if not use_trees:
+        log.info("ranker trees dropped: validation list nDCG@10 gain %.4f < %.4f", with_trees - base_only,
+                 params.min_tree_gain)
+    metrics.update({"ranker_valid_list_ndcg@10": with_trees, "ranker_valid_base_only_ndcg@10": base_only,
+                    "ranker_trees_used": float(use_trees)})
+    return RankerModel(booster=booster, feature_names=feature_names, metrics=metrics, base=base, use_trees=use_trees)

@@ -103,8 +103,6 @@ class CandidateGenerator:
         profile = np.zeros(self.art.item_categories.shape[1], dtype=np.float32)
         if not cold_user:
             lists["als"], _ = search(self.index, user_vec, depth)
-            # Sparse accumulation over the history's neighbour rows: touches a few thousand entries
-            # instead of the whole catalog.
             i2i_items, i2i_scores = self._accumulate(self.art.neighbors, recent)
             lists["i2i"] = i2i_items[_top(i2i_scores, depth)]
             if self.art.sequence is not None:

@@ -32,7 +32,7 @@ from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.stages import feature_columns
-from recsys.ranking.model import RankerModel, base_scores, groups_ndcg, train_ranker
+from recsys.ranking.model import train_ranker
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.training.config import TrainConfig
@@ -130,14 +130,6 @@ def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam
     return {f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
 
 
-def list_ndcg(data: RankerData, names: list[str], ranker: RankerModel, k: int = 10) -> dict[str, float]:
-    """nDCG@k on the validation candidate lists: the ranker versus its linear base alone (what the trees
-    add on top of the blend of retrieval scores)."""
-    return {"ranker_valid_list_ndcg@10": groups_ndcg(ranker.score(data.x), data.y, data.groups, k),
-            "ranker_valid_base_only_ndcg@10": groups_ndcg(base_scores(data.x, names, ranker.base), data.y,
-                                                          data.groups, k)}
-
-
 def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> float:
     """Share of each user's held-out items among the candidates serving would pass to the ranker."""
     features, cands_src = LocalFeatureSource(fold.storage), LocalCandidateSource(fold.gen)
@@ -214,14 +206,6 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         t = step("ranker_lists", t)
 
         ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
-        lists = list_ndcg(va, names, ranker)
-        gain = lists["ranker_valid_list_ndcg@10"] - lists["ranker_valid_base_only_ndcg@10"]
-        if gain < cfg.ranker.min_tree_gain:
-            # The trees do not beat their own starting score on held-out lists: serve the base alone rather
-            # than ship a correction that validation cannot tell from noise.
-            ranker.use_trees = False
-            log.info("ranker trees dropped: validation list nDCG@10 gain %.4f < %.4f", gain, cfg.ranker.min_tree_gain)
-        ranker.metrics.update(lists | {"ranker_trees_used": float(ranker.use_trees)})
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
