@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from recsys.cli import print_recommendations
 from recsys.client import RecommenderClient
 from recsys.cluster import start_cluster
 from recsys.data.spec import load_dataset
+from recsys.display import print_recommendations
 from recsys.latency import sequential, summarize
 from recsys.training.config import TrainConfig
 from recsys.training.trainer import train

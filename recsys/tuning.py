@@ -387,7 +387,7 @@ def run_tune(args: argparse.Namespace, console: Console, base: TrainConfig | Non
              include_start: bool = True) -> int:
     """The `recsys tune` command. `base` (or `args.config`, a TrainConfig file) is the starting point; with
     include_start its tuned values are the first trial (a baseline that tuning has to beat)."""
-    from recsys.cli import _load
+    from recsys.display import load_dataset_or_exit as _load
 
     if args.trials < 1 or (not args.address and args.cpus < 1):
         console.print("[red]error:[/red] --trials and --cpus must be at least 1")

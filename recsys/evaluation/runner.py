@@ -326,7 +326,7 @@ def results_table(summary: dict) -> Table:
 
 
 def run_eval(args: argparse.Namespace, console: Console) -> int:
-    from recsys.cli import _load
+    from recsys.display import load_dataset_or_exit as _load
 
     with console.status(f"loading {args.dataset}"):
         ds = _load(args.dataset)
