@@ -1,9 +1,8 @@
-"""The CandidateRetriever gRPC servicer around the shared CandidateGenerator."""
+"""The CandidateRetriever gRPC servicer: one CandidateGenerator per live model version."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from pathlib import Path
 
@@ -13,85 +12,74 @@ from grpc import aio
 
 from candidate_svc.settings import CandidateSettings
 from recsys.bundle import verify_bundle
-from recsys.metrics import CANDIDATES, mark_serving
-from recsys.pipeline.local import retrieve_list
+from recsys.metrics import CANDIDATES
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
-from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
-from recsys.rpc.server import Server
+from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.v1 import candidates_pb2 as pb
 from recsys.v1 import candidates_pb2_grpc as pb_grpc
 
 log = logging.getLogger("candidate_svc")
 
 
-def load_generator(bundle: Path, settings: CandidateSettings) -> tuple[CandidateGenerator, str, float]:
+def load_generator(bundle: Path, settings: CandidateSettings) -> Loaded[CandidateGenerator]:
     meta = verify_bundle(bundle)
     art = RetrievalArtifacts.load(bundle / "retrieval")
-    gen = CandidateGenerator(art, GeneratorConfig(n=settings.default_n, index=settings.index))
-    return gen, meta.version, meta.created
+    gen = CandidateGenerator(art, GeneratorConfig(n=settings.n_candidates, index=settings.index,
+                                                  history_window=settings.history_window))
+    log.info("bundle %s: %d items, sources %s, %s index", meta.version, gen.n_items, ", ".join(gen.source_names),
+             settings.index)
+    return Loaded(meta.version, meta.created, gen)
 
 
 class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
     def __init__(self, settings: CandidateSettings):
-        self.current: tuple[CandidateGenerator, str] | None = None  # swapped as one reference on reload
         self.settings = settings
+        self.versions: LiveVersions[CandidateGenerator] = LiveVersions("candidate_svc")
 
-    def swap(self, version: str, loaded: tuple[CandidateGenerator, str, float]) -> None:
-        gen, _, created = loaded
-        self.current = (gen, version)
-        mark_serving("candidate_svc", version, "retrieval", created)
-
-    async def Retrieve(self, request: pb.RetrieveRequest, context: aio.ServicerContext) -> pb.RetrieveResponse:
+    def _problem(self, request: pb.RetrieveRequest) -> str | None:
         s = self.settings
         if request.n < 0 or request.n > s.max_n:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"n must be between 0 and {s.max_n}, got {request.n}")
-        if len(request.history) > s.max_history:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"history: at most {s.max_history} items, got {len(request.history)}")
+            return f"n must be between 0 and {s.max_n}, got {request.n}"
+        if len(request.history) > s.max_request_history:
+            return f"history: at most {s.max_request_history} items, got {len(request.history)}"
         if len(request.exclude_item_ids) > s.max_exclude:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"exclude_item_ids: at most {s.max_exclude} ids, got {len(request.exclude_item_ids)}")
-        current = self.current
-        if current is None:
+            return f"exclude_item_ids: at most {s.max_exclude} ids, got {len(request.exclude_item_ids)}"
+        return None
+
+    async def Retrieve(self, request: pb.RetrieveRequest, context: aio.ServicerContext) -> pb.RetrieveResponse:
+        problem = self._problem(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if not len(self.versions):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "candidate_svc has no model loaded yet")
-        generator, version = current
-        cands = retrieve_list(generator, version, list(request.history), list(request.exclude_item_ids),
-                              request.n or s.default_n, dict(request.user_attributes), request.include_seen)
-        resp = pb.RetrieveResponse(item_ids=cands.item_ids, score_names=cands.score_names,
-                                   scores=cands.scores.ravel().tolist(), source_names=cands.source_vocab,
-                                   source_masks=cands.source_masks.tolist(), model_version=version)
-        masks = cands.source_masks.astype(np.int64)
-        for i, src in enumerate(cands.source_vocab):
-            count = int(((masks >> i) & 1).sum())
+        try:
+            version, gen = self.versions.get(request.model_version)
+        except UnknownVersion as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        quotas = dict(request.source_quotas)
+        try:
+            gen.check_quotas(quotas)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        ids, c = gen.retrieve_ids(list(request.history), list(request.exclude_item_ids),
+                                  request.n or self.settings.n_candidates, dict(request.user_attributes),
+                                  request.include_seen, quotas)
+        masks = c.sources
+        for i, src in enumerate(c.source_names):
+            count = int(((masks >> np.uint64(i)) & np.uint64(1)).sum())
             if count:
                 CANDIDATES.labels(src).inc(count)
-        return resp
+        return pb.RetrieveResponse(item_ids=ids, score_names=c.score_names, scores=c.scores.ravel().tolist(),
+                                   source_names=c.source_names, source_masks=masks.tolist(), model_version=version,
+                                   relative_score_names=gen.relative_score_names)
 
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:
-    bundle, registry = resolve_bundle(settings.bundle, settings.registry, "candidate_svc")
     servicer = CandidateServicer(settings)
-    server = Server(settings.host, settings.port, settings.metrics_port)
-    server.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
-    await server.start(serving=False)  # health says NOT_SERVING until a model is loaded
-    if bundle is None:
-        bundle = await wait_for_champion(registry, settings.reload_interval_s, "candidate_svc")
-    loaded = await asyncio.to_thread(load_generator, bundle, settings)
-    version = loaded[1]
-    servicer.swap(version, loaded)
-    log.info("bundle %s: %d items, %s index", version, loaded[0].n_items, settings.index)
-    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
-    await server.set_serving(True)
-    if ready is not None:
-        ready.set()
-    tasks = []
-    if registry is not None:
-        tasks.append(asyncio.create_task(follow_champion(
-            registry, version, settings.reload_interval_s, "candidate_svc",
-            lambda path: load_generator(path, settings), servicer.swap)))
-    try:
-        await server.serve()
-    finally:
-        for t in tasks:
-            t.cancel()
+    host = ServiceHost("candidate_svc", settings.host, settings.port, settings.metrics_port)
+    host.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
+    component = Component("candidate_svc", lambda path: load_generator(path, settings), servicer.versions)
+    await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
+                   settings.default_version, ready)

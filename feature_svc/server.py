@@ -1,9 +1,9 @@
-"""The FeatureStore gRPC servicer: batch reads of user and item features, and event ingestion."""
+"""The FeatureStore gRPC servicer: batch reads of user and item features, and event ingestion, for every live
+model version (one storage per version: its own namespace in a shared store)."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from pathlib import Path
@@ -13,35 +13,47 @@ import numpy as np
 from grpc import aio
 
 from feature_svc.settings import FeatureSettings
-from feature_svc.storage import EmbeddedStorage, Event, FeatureStorage, StorageError, open_storage
 from recsys.bundle import verify_bundle
-from recsys.feature_tables import FeatureTables
-from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE, mark_serving
-from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
-from recsys.rpc.server import Server
+from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE
+from recsys.rpc.host import Component, Loaded, ServiceHost, VersionsServicer
+from recsys.rpc.versions import LiveVersions, UnknownVersion
+from recsys.storage import Event, FeatureStorage, StorageError, open_storage, version_namespace
+from recsys.storage.bundle_loader import load_bundle_features
 from recsys.v1 import features_pb2 as pb
 from recsys.v1 import features_pb2_grpc as pb_grpc
+from recsys.v1 import versions_pb2_grpc
 
 log = logging.getLogger("feature_svc")
 MAX_ID_LEN = 512
+UNVERSIONED = ""  # a store started without a bundle or registry: it has no version and answers every one
 
 
 class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
-    def __init__(self, storage: FeatureStorage, max_batch: int = 10_000):
-        self.storage = storage
+    def __init__(self, max_batch: int = 10_000):
         self.max_batch = max_batch
+        self.versions: LiveVersions[FeatureStorage] = LiveVersions("feature_svc", on_retire=_close)
+
+    async def _storage(self, version: str, context: aio.ServicerContext) -> tuple[str, FeatureStorage]:
+        if not len(self.versions):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "feature_svc has no features loaded yet")
+        if self.versions.versions() == [UNVERSIONED]:
+            return self.versions.get(UNVERSIONED)
+        try:
+            return self.versions.get(version)
+        except UnknownVersion as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    @staticmethod
+    async def _call(storage: FeatureStorage, fn, *args):
         # The in-process store answers in microseconds; a network store must not block the event loop.
-        self._inline = isinstance(storage, EmbeddedStorage)
+        return fn(*args) if storage.in_process else await asyncio.to_thread(fn, *args)
 
-    async def _call(self, fn, *args):
-        return fn(*args) if self._inline else await asyncio.to_thread(fn, *args)
-
-    async def _consistent(self, names_fn, read, *args):
+    async def _consistent(self, storage: FeatureStorage, names_fn, read, *args):
         """Records and the feature names they align with, from the same store state: a bulk reload
         between the two reads (another thread) is detected and the read repeated."""
         for _ in range(5):
             before = names_fn()
-            records = await self._call(read, *args)
+            records = await self._call(storage, read, *args)
             if names_fn() == before and all(r is None or len(r.values) == len(before) for r in records):
                 return before, records
         raise StorageError("the feature store kept reloading during the read")
@@ -57,14 +69,15 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
 
     async def GetUserFeatures(self, request: pb.GetUserFeaturesRequest, context) -> pb.GetUserFeaturesResponse:
         await self._check_ids(request.user_ids, "user_ids", context)
-        if request.max_history < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_history must be >= 0")
+        if request.history_limit < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "history_limit must be >= 0")
+        version, storage = await self._storage(request.model_version, context)
         try:
-            names, records = await self._consistent(lambda: self.storage.user_feature_names, self.storage.get_users,
-                                                    list(request.user_ids), request.max_history)
+            names, records = await self._consistent(storage, lambda: storage.user_feature_names, storage.get_users,
+                                                    list(request.user_ids), request.history_limit)
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        resp = pb.GetUserFeaturesResponse(feature_names=names)
+        resp = pb.GetUserFeaturesResponse(feature_names=names, model_version=version)
         for uid, rec in zip(request.user_ids, records, strict=True):
             if rec is None:
                 resp.users.add(user_id=uid, found=False)
@@ -75,8 +88,9 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
 
     async def GetItemFeatures(self, request: pb.GetItemFeaturesRequest, context) -> pb.GetItemFeaturesResponse:
         await self._check_ids(request.item_ids, "item_ids", context)
+        version, storage = await self._storage(request.model_version, context)
         try:
-            names, records = await self._consistent(lambda: self.storage.item_feature_names, self.storage.get_items,
+            names, records = await self._consistent(storage, lambda: storage.item_feature_names, storage.get_items,
                                                     list(request.item_ids))
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
@@ -94,7 +108,7 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
                 counts.append(len(rec.categories))
         return pb.GetItemFeaturesResponse(feature_names=names, item_ids=request.item_ids, found=found,
                                           values=values.ravel().tolist(), titles=titles, categories=categories,
-                                          category_counts=counts)
+                                          category_counts=counts, model_version=version)
 
     async def RecordEvents(self, request: pb.RecordEventsRequest, context) -> pb.RecordEventsResponse:
         if len(request.events) > self.max_batch:
@@ -108,55 +122,60 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"events[{i}].{name} must be a non-empty id")
             events.append(Event(e.user_id, e.item_id, e.event or "view", e.value or 1.0,
                                 e.timestamp or int(time.time())))
-        try:
-            n = await self._call(self.storage.record_events, events)
+        if not len(self.versions):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "feature_svc has no features loaded yet")
+        default = self.versions.default_version
+        n = 0
+        try:  # every live version keeps its own histories: each must hear every event
+            for version in self.versions.versions():
+                _, storage = self.versions.get(version)
+                applied = await self._call(storage, storage.record_events, events)
+                if version == default:
+                    n = applied
+                    FEATURE_LAST_UPDATE.set(storage.last_update())
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
         FEATURE_EVENTS.inc(n)
-        FEATURE_LAST_UPDATE.set(self.storage.last_update())
         return pb.RecordEventsResponse(recorded=n)
 
 
-def load_bundle_features(storage: FeatureStorage, bundle: Path) -> str:
-    """Bulk-load a bundle's feature tables (the storage swaps them in atomically)."""
+def _close(storage: FeatureStorage) -> None:
+    storage.close()
+
+
+def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStorage]:
+    """The storage of one bundle's features: loaded from the bundle, or (load_bundle off) one that
+    `recsys features load` filled; a store not holding the version yet is retried on the next poll."""
     meta = verify_bundle(bundle)
-    # A shared store (Redis) already holding this bundle is left alone: reloading it would drop the
-    # events recorded since, and every replica start would do it again.
-    if storage.loaded_bundle() != meta.version:
-        storage.load(FeatureTables.load(bundle / "features"))
-        storage.mark_loaded_bundle(meta.version)
-    mark_serving("feature_svc", meta.version, "features", meta.created)
-    FEATURE_LAST_UPDATE.set(storage.last_update())
-    return meta.version
+    storage = open_storage(settings.storage, namespace=version_namespace(meta.version))
+    try:
+        if settings.load_bundle:
+            load_bundle_features(storage, bundle)
+            log.info("loaded features of bundle %s into %s", meta.version, settings.storage)
+        elif storage.loaded_bundle() != meta.version:
+            raise StorageError(f"the store does not hold the features of {meta.version} yet "
+                               f"(run `recsys features load --bundle {bundle}`)")
+        FEATURE_LAST_UPDATE.set(storage.last_update())
+    except BaseException:
+        storage.close()
+        raise
+    return Loaded(meta.version, meta.created, storage)
 
 
 async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -> None:
-    storage = open_storage(settings.storage)
-    registry = None
-    version = ""
-    server = Server(settings.host, settings.port, settings.metrics_port)
-    server.add(pb_grpc.add_FeatureStoreServicer_to_server,
-               FeatureStoreServicer(storage, settings.max_batch), "recsys.v1.FeatureStore")
-    await server.start(serving=False)  # health says NOT_SERVING until the features are loaded
+    servicer = FeatureStoreServicer(settings.max_batch)
+    host = ServiceHost("feature_svc", settings.host, settings.port, settings.metrics_port)
+    host.add(pb_grpc.add_FeatureStoreServicer_to_server, servicer, "recsys.v1.FeatureStore")
+    component = None
     if settings.bundle or settings.registry:
-        bundle, registry = resolve_bundle(settings.bundle, settings.registry, "feature_svc")
-        if settings.load_bundle:
-            if bundle is None:
-                bundle = await wait_for_champion(registry, settings.reload_interval_s, "feature_svc")
-            version = await asyncio.to_thread(load_bundle_features, storage, bundle)
-            log.info("loaded features of bundle %s into %s", version, settings.storage)
-    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
-    await server.set_serving(True)
-    if ready is not None:
-        ready.set()
-    tasks = []
-    if registry is not None and settings.load_bundle:
-        tasks.append(asyncio.create_task(follow_champion(
-            registry, version, settings.reload_interval_s, "feature_svc",
-            lambda path: load_bundle_features(storage, path), lambda v, _: None)))
+        component = Component("feature_svc", lambda path: load_version(path, settings), servicer.versions)
+    else:
+        servicer.versions.add(UNVERSIONED, open_storage(settings.storage))
+        host.add(versions_pb2_grpc.add_ModelVersionsServicer_to_server,
+                 VersionsServicer("feature_svc", servicer.versions), "recsys.v1.ModelVersions")
     try:
-        await server.serve()
+        await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
+                       settings.default_version, ready)
     finally:
-        for t in tasks:
-            t.cancel()
-        storage.close()
+        for version in servicer.versions.versions():
+            _close(servicer.versions.get(version)[1])

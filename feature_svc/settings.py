@@ -1,21 +1,22 @@
-"""feature_svc settings (flags, RECSYS_* environment variables, or the `feature_svc:` config section)."""
+"""feature_svc settings (flags, RECSYS_* environment variables, or the `feature_svc:` config section).
+Every field is defined in recsys/settings.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from recsys.settings import setting
 
 
 @dataclass
 class FeatureSettings:
-    host: str = field(default="0.0.0.0", metadata={"help": "address to bind"})
-    port: int = field(default=50053, metadata={"help": "gRPC port"})
-    metrics_port: int = field(default=9103, metadata={"help": "Prometheus /metrics port (0 = off)"})
-    registry: str = field(default="", metadata={
-        "help": "model registry directory: serve its champion and follow promotions (instead of --bundle)"})
-    reload_interval_s: float = field(default=30.0, metadata={"help": "how often to check the registry"})
-    bundle: str = field(default="", metadata={"help": "model bundle whose feature tables to load"})
-    storage: str = field(default="embedded://", metadata={"help": "embedded:// or redis://host:port/db"})
-    load_bundle: bool = field(default=True, metadata={
-        "help": "load the bundle's tables into the store at start (turn off for a Redis store filled by "
-                "`recsys features load`)"})
-    max_batch: int = field(default=10_000, metadata={"help": "largest id batch accepted in one call"})
+    host: str = setting("host")
+    port: int = setting("port", 50053)
+    metrics_port: int = setting("metrics_port", 9103)
+    registry: str = setting("registry")
+    reload_interval_s: float = setting("reload_interval_s")
+    bundle: list[str] = setting("bundle")
+    default_version: str = setting("default_version")
+    storage: str = setting("storage")
+    load_bundle: bool = setting("load_bundle")
+    max_batch: int = setting("max_batch")

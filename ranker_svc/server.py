@@ -4,7 +4,6 @@ remote feature and candidate services, and maps every failure to a meaningful st
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import uuid
@@ -13,15 +12,15 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from ranker_svc.models import ModelSet, UnknownModelVersion
-from ranker_svc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from ranker_svc.settings import RankerSettings
-from recsys.metrics import RECOMMEND_RESULTS, STAGE_LATENCY
+from recsys.metrics import MODEL_QUALITY, RECOMMEND_RESULTS, STAGE_LATENCY
+from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ServingModel
-from recsys.pipeline.recommend import PipelineConfig, recommend
+from recsys.pipeline.recommend import recommend
 from recsys.pipeline.types import RecommendParams
-from recsys.rpc.reload import follow_champion, resolve_bundle, wait_for_champion
-from recsys.rpc.server import Server
+from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
+from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -49,23 +48,38 @@ def validate(request: pb.RecommendRequest, max_k: int) -> str | None:
     return None
 
 
+def export_quality(models: LiveVersions[ServingModel]) -> None:
+    """Validation metrics recorded in each held bundle, as recsys_model_quality."""
+    MODEL_QUALITY.clear()
+    for v in models.versions():
+        for name, value in models.get(v)[1].metrics.items():
+            if name.startswith("valid_"):
+                MODEL_QUALITY.labels("ranker_svc", v, name).set(value)
+
+
+def load_model(bundle: Path) -> Loaded[ServingModel]:
+    model = ServingModel.load(bundle)
+    return Loaded(model.version, model.created, model)
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, models: ModelSet, channels: Channels, settings: RankerSettings):
-        self.models = models
+    def __init__(self, channels: Channels, settings: RankerSettings):
+        self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=export_quality)
         self.channels = channels
         self.settings = settings
-        self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, max_history=settings.max_history,
+        self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, history_window=settings.history_window,
+                                       affinity_window=settings.affinity_window,
                                        diversity_lambda=settings.diversity_lambda, mmr_pool=settings.mmr_pool)
 
     async def Recommend(self, request: pb.RecommendRequest, context: aio.ServicerContext) -> pb.RecommendResponse:
         problem = validate(request, self.settings.max_k)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if not self.models.versions():
+        if not len(self.models):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "ranker_svc has no model loaded yet")
         try:
-            model = self.models.get(request.model_version)
-        except UnknownModelVersion:
+            _, model = self.models.get(request.model_version)
+        except UnknownVersion:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"model_version {request.model_version!r} is not loaded "
                                 f"(loaded: {', '.join(self.models.versions())})")
@@ -120,43 +134,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
 
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
-    models = ModelSet()
-    registry = None
-    if settings.registry and settings.bundle:
-        raise SystemExit("ranker_svc: give either --bundle or --registry, not both")
-    if not settings.registry and not settings.bundle:
-        raise SystemExit("ranker_svc: --bundle or --registry (RECSYS_BUNDLE / RECSYS_REGISTRY) is required")
     channels = Channels(settings.feature_addr, settings.candidate_addr)
-    server = Server(settings.host, settings.port, settings.metrics_port)
-    server.add(pb_grpc.add_RecommenderServicer_to_server, RecommenderServicer(models, channels, settings),
-               "recsys.v1.Recommender")
-    await server.start(serving=False)  # health says NOT_SERVING until a model is loaded
-    if settings.registry:
-        champion, registry = resolve_bundle("", settings.registry, "ranker_svc")
-        if champion is None:
-            champion = await wait_for_champion(registry, settings.reload_interval_s, "ranker_svc")
-        await asyncio.to_thread(models.load, champion)
-    for b in settings.bundle:
-        await asyncio.to_thread(models.load, Path(b))
-    if settings.default_version:
-        models.set_default(settings.default_version)
-    gc.freeze()  # the loaded model is long-lived: keep the collector from rescanning it (p99)
-    await server.set_serving(True)
-    if ready is not None:
-        ready.set()
-    tasks = []
-    if registry is not None:
-        def swap(version: str, model) -> None:
-            previous = models.default_version
-            models.add(model)
-            models.set_default(version)
-            models.retain({version, previous})  # the previous stays loaded for requests pinned to it
-
-        tasks.append(asyncio.create_task(follow_champion(
-            registry, models.default_version, settings.reload_interval_s, "ranker_svc", ServingModel.load, swap)))
-    try:
-        await server.serve()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await channels.close()
+    servicer = RecommenderServicer(channels, settings)
+    host = ServiceHost("ranker_svc", settings.host, settings.port, settings.metrics_port)
+    host.add(pb_grpc.add_RecommenderServicer_to_server, servicer, "recsys.v1.Recommender")
+    component = Component("ranker_svc", load_model, servicer.models, ready=channels.hold)
+    await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
+                   settings.default_version, ready, on_stop=channels.close)

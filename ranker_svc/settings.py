@@ -1,28 +1,28 @@
-"""ranker_svc settings (flags, RECSYS_* environment variables, or the `ranker_svc:` config section)."""
+"""ranker_svc settings (flags, RECSYS_* environment variables, or the `ranker_svc:` config section).
+Every field is defined in recsys/settings.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from recsys.settings import setting
 
 
 @dataclass
 class RankerSettings:
-    host: str = field(default="0.0.0.0", metadata={"help": "address to bind"})
-    port: int = field(default=50051, metadata={"help": "gRPC port of the public Recommend API"})
-    metrics_port: int = field(default=9101, metadata={"help": "Prometheus /metrics port (0 = off)"})
-    bundle: list[str] = field(default_factory=list, metadata={
-        "help": "model bundle directory; repeat to hold several versions (the first is the default)"})
-    registry: str = field(default="", metadata={
-        "help": "model registry directory: serve its champion and follow promotions (instead of --bundle)"})
-    reload_interval_s: float = field(default=30.0, metadata={"help": "how often to check the registry"})
-    default_version: str = field(default="", metadata={"help": "version served when a request pins none"})
-    feature_addr: str = field(default="127.0.0.1:50053", metadata={"help": "feature_svc host:port"})
-    candidate_addr: str = field(default="127.0.0.1:50052", metadata={"help": "candidate_svc host:port"})
-    dependency_timeout_ms: int = field(default=1000, metadata={
-        "help": "deadline of each call to feature_svc/candidate_svc (capped by the caller's deadline)"})
-    n_candidates: int = field(default=300, metadata={"help": "candidates retrieved per request"})
-    max_history: int = field(default=500, metadata={
-        "help": "most recent history items that drive retrieval and features (all seen items stay excluded)"})
-    diversity_lambda: float = field(default=0.8, metadata={"help": "default MMR λ (1 = no diversification)"})
-    mmr_pool: int = field(default=100, metadata={"help": "top candidates considered by MMR"})
-    max_k: int = field(default=200, metadata={"help": "largest k a request may ask for"})
+    host: str = setting("host")
+    port: int = setting("port", 50051)
+    metrics_port: int = setting("metrics_port", 9101)
+    bundle: list[str] = setting("bundle")
+    registry: str = setting("registry")
+    reload_interval_s: float = setting("reload_interval_s")
+    default_version: str = setting("default_version")
+    feature_addr: str = setting("feature_addr")
+    candidate_addr: str = setting("candidate_addr")
+    dependency_timeout_ms: int = setting("dependency_timeout_ms")
+    n_candidates: int = setting("n_candidates")
+    history_window: int = setting("history_window")
+    affinity_window: int = setting("affinity_window")
+    diversity_lambda: float = setting("diversity_lambda")
+    mmr_pool: int = setting("mmr_pool")
+    max_k: int = setting("max_k")

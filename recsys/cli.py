@@ -129,7 +129,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     registry = Registry(args.registry)
     try:
         if args.action == "list":
-            champion = registry.champion()
+            champion, live = registry.champion(), registry.live()
             table = Table(title=f"models in {registry.root}")
             for col in ("version", "created", "dataset", "valid_ndcg@10", "no-div ndcg@10", "parent", ""):
                 table.add_column(col)
@@ -137,9 +137,12 @@ def cmd_models(args: argparse.Namespace) -> int:
                 table.add_row(m.version, time.strftime("%Y-%m-%d %H:%M", time.gmtime(m.created)), m.dataset,
                               f"{m.metrics.get('valid_ndcg@10', float('nan')):.4f}",
                               f"{m.metrics.get('valid_no_diversity_ndcg@10', float('nan')):.4f}",
-                              m.parent or "", "champion" if m.version == champion else "")
+                              m.parent or "", "champion" if m.version == champion else
+                              "live" if m.version in live else "")
             console.print(table)
             return 0
+        if args.action == "live":
+            return _models_live(registry, args.version or "list", args.target)
         if args.action == "promote":
             decision = registry.promote(args.version, tolerance=args.tolerance, force=args.force)
             console.print(decision.summary(), soft_wrap=True)
@@ -152,16 +155,32 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 2
 
 
+def _models_live(registry, op: str, version: str | None) -> int:
+    """`recsys models live [list|add V|remove V]`: the versions every service holds beside the champion."""
+    if op not in ("list", "add", "remove"):
+        console.print(f"[red]error:[/red] models live: expected list, add VERSION or remove VERSION, got {op!r}")
+        return 2
+    if op != "list":
+        if not version:
+            console.print(f"[red]error:[/red] models live {op}: name the VERSION")
+            return 2
+        (registry.add_live if op == "add" else registry.remove_live)(version)
+    champion, serving = registry.serving()
+    console.print(f"champion: {champion or '(none)'}; live: {', '.join(registry.live()) or '(none)'}")
+    console.print(f"every service holds: {', '.join(serving) or '(nothing)'}")
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     """Load a bundle's feature tables into a (shared) feature store, e.g. Redis before a rollout."""
-    from feature_svc.server import load_bundle_features
-    from feature_svc.storage import StorageError, open_storage
     from recsys.bundle import BundleError
+    from recsys.storage import StorageError, open_storage
+    from recsys.storage.bundle_loader import load_bundle_features
 
     storage = open_storage(args.storage)
     try:
         with console.status(f"loading {args.bundle} into {args.storage}"):
-            version = load_bundle_features(storage, Path(args.bundle))
+            version = load_bundle_features(storage, Path(args.bundle)).version
     except (BundleError, StorageError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
@@ -242,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     mo = sub.add_parser("models", help="the model registry: list, promote (with the gate), roll back")
-    mo.add_argument("action", choices=["list", "promote", "rollback"])
-    mo.add_argument("version", nargs="?", help="promote: the version (default: the newest)")
+    mo.add_argument("action", choices=["list", "promote", "rollback", "live"])
+    mo.add_argument("version", nargs="?", help="promote: the version (default: the newest); live: list, add or remove")
+    mo.add_argument("target", nargs="?", help="live add/remove: the version")
     mo.add_argument("--registry", required=True, help="model registry directory")
     mo.add_argument("--tolerance", type=float, default=0.005,
                     help="promote: largest allowed drop of validation nDCG@10 versus the champion")

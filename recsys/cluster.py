@@ -126,8 +126,8 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
         source = ["--registry", str(Path(registry).resolve()), "--reload-interval-s", str(reload_interval)]
         ranker_source = source
     else:
-        source = ["--bundle", str(bundles[0])]
-        ranker_source = [x for b in bundles for x in ("--bundle", str(b))]
+        # every service holds every version: a request pinned to one is answered by it end to end
+        source = ranker_source = [x for b in bundles for x in ("--bundle", str(b))]
     args = {
         "feature_svc": [*source, "--storage", storage],
         "candidate_svc": [*source, "--index", index],

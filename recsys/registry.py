@@ -1,10 +1,11 @@
 """The model registry: a directory of bundles and a pointer to the champion.
 
     MODELS_DIR/<version>/     bundles written by `recsys train --registry MODELS_DIR`
-    MODELS_DIR/CHAMPION       the version the services serve (replaced atomically)
+    MODELS_DIR/CHAMPION       the version the services serve by default (replaced atomically)
+    MODELS_DIR/LIVE           further versions every service holds too, one per line (A/B arms, shadows)
     MODELS_DIR/history.jsonl  every promotion and rollback, with the numbers behind it
 
-The services poll CHAMPION and swap to a new version without restart (see recsys/rpc/reload.py).
+The services poll CHAMPION and LIVE and load or drop versions without restart (recsys/rpc/host.py).
 A candidate becomes champion only through the promotion gate: it must load, and its validation metric
 must not be worse than the champion's by more than a stated tolerance.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from recsys.bundle import BundleError, BundleMetadata, read_metadata, verify_bundle
 
 CHAMPION = "CHAMPION"
+LIVE = "LIVE"
 HISTORY = "history.jsonl"
 GATE_METRIC = "valid_ndcg@10"
 DEFAULT_TOLERANCE = 0.005
@@ -70,6 +72,41 @@ class Registry:
         except FileNotFoundError:
             return None
         return version or None
+
+    def live(self) -> list[str]:
+        """Versions held live beside the champion (the serving configuration names them)."""
+        try:
+            lines = (self.root / LIVE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return list(dict.fromkeys(x.strip() for x in lines if x.strip()))
+
+    def serving(self) -> tuple[str | None, list[str]]:
+        """(champion, every version the services must hold: the champion first, then the live set)."""
+        champion = self.champion()
+        return champion, list(dict.fromkeys(([champion] if champion else []) + self.live()))
+
+    def add_live(self, version: str) -> list[str]:
+        """Hold `version` live in every service (it must load completely, like a promotion candidate)."""
+        self.check(version)
+        live = self.live()
+        if version not in live:
+            self._write_live(live + [version])
+            self._log("live_add", version=version)
+        return self.live()
+
+    def remove_live(self, version: str) -> list[str]:
+        live = self.live()
+        if version not in live:
+            raise BundleError(f"{self.root}: {version} is not in the live set ({', '.join(live) or 'empty'})")
+        self._write_live([v for v in live if v != version])
+        self._log("live_remove", version=version)
+        return self.live()
+
+    def _write_live(self, versions: list[str]) -> None:
+        tmp = self.root / f".{LIVE}.tmp-{os.getpid()}"
+        tmp.write_text("".join(v + "\n" for v in versions))
+        os.replace(tmp, self.root / LIVE)
 
     def history(self) -> list[dict]:
         try:

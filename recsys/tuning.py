@@ -43,7 +43,7 @@ from rich.table import Table
 
 from recsys.data.schema import Dataset
 from recsys.data.split import holdout_by_user
-from recsys.evaluation.metrics import ndcg_at_k
+from recsys.ranking.metrics import ndcg_at_k
 from recsys.training.config import TrainConfig
 
 try:
@@ -164,11 +164,11 @@ def validation_split(ds: Dataset, fraction: float = VALID_FRACTION, seed: int = 
 def retrieval_ndcg(art, tables, labels: dict[str, set[str]], n_candidates: int, k: int = K) -> float:
     """nDCG@k of the candidate generator alone, candidates ordered by reciprocal-rank fusion of their ALS
     and item-to-item ranks (so both models' parameters move the number)."""
-    from recsys.retrieval.generator import SCORE_NAMES, CandidateGenerator, GeneratorConfig
+    from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 
     gen = CandidateGenerator(art, GeneratorConfig(n=n_candidates))
     row = {u: i for i, u in enumerate(tables.user_ids.tolist())}
-    als_rank, i2i_rank = SCORE_NAMES.index("als_rank"), SCORE_NAMES.index("i2i_rank")
+    als_rank, i2i_rank = gen.score_names.index("als_rank"), gen.score_names.index("i2i_rank")
     out = []
     for u, relevant in labels.items():
         r = row.get(u)
@@ -184,7 +184,7 @@ def retrieval_ndcg(art, tables, labels: dict[str, set[str]], n_candidates: int, 
 
 def pipeline_ndcg(bundle: Path, labels: dict[str, set[str]], cfg: TrainConfig, k: int = K) -> float:
     """nDCG@k of what serving would return from this bundle (ranker and MMR at cfg.diversity_lambda)."""
-    from recsys.evaluation.offline import OfflineStack
+    from recsys.pipeline.offline import OfflineStack
     from recsys.pipeline.recommend import PipelineConfig
 
     pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recsys.bundle import BundleError, read_metadata
-from recsys.evaluation.offline import OfflineStack
 from recsys.feature_tables import FeatureTables
 from recsys.pipeline.model import ServingModel
+from recsys.pipeline.offline import OfflineStack
 from recsys.retrieval.artifacts import RetrievalArtifacts
 
 
@@ -27,7 +27,7 @@ def test_bundle_layout_and_metadata(small_bundle, small_dataset):
     names = model.ranker.feature_names
     assert "i2i_score_z" in names and model.ranker.base.get("i2i_score_z") == 1.0
     assert not {"n_sources", "i2i_score", "seq_score", "item_n_interactions", "user_first_ts"} & set(names)
-    assert "seq_score_z" in names and art.sequence is not None and art.sequence.nnz > 0
+    assert "seq_score_z" in names and art.source("seq") is not None and art.source("seq").table.nnz > 0
     # the tree gate's decision is recorded and matches the shipped model
     assert meta.metrics["ranker_trees_used"] == float(model.ranker.use_trees)
     if not model.ranker.use_trees:
@@ -75,7 +75,8 @@ def test_corrupt_bundle_is_rejected(small_bundle, tmp_path):
 
 def test_popularity_table_is_log_scaled(small_bundle):
     art = RetrievalArtifacts.load(small_bundle / "retrieval")
-    assert np.isclose(art.popularity.max(), 1.0) and art.popularity.min() >= 0
+    popularity = art.source("popular").popularity
+    assert np.isclose(popularity.max(), 1.0) and popularity.min() >= 0
 
 
 def test_training_is_deterministic(small_dataset, small_bundle, tmp_path):
@@ -104,9 +105,9 @@ def test_bundle_ships_prebuilt_faiss_indexes(small_bundle):
     art = RetrievalArtifacts.load(small_bundle / "retrieval")
     assert art.index_path("exact") and art.index_path("hnsw") and art.index_path("ivf") is None
     hnsw = CandidateGenerator(art, GeneratorConfig(index="hnsw"))
-    assert isinstance(hnsw.index, faiss.IndexHNSWFlat)
+    assert isinstance(hnsw.source("als").index, faiss.IndexHNSWFlat)
     ivf = CandidateGenerator(art, GeneratorConfig(index="ivf"))  # not shipped: built at load
-    assert isinstance(ivf.index, faiss.IndexIVFFlat)
+    assert isinstance(ivf.source("als").index, faiss.IndexIVFFlat)
     exact = CandidateGenerator(art, GeneratorConfig(index="exact"))
     hist = np.arange(5)
     a = set(exact.retrieve(hist, n=50).items.tolist())
@@ -123,8 +124,8 @@ def test_explanations_add_up_to_the_score(small_bundle):
 
 @pytest.mark.redis
 def test_shared_store_keeps_events_when_a_replica_reloads_the_same_bundle(small_bundle, redis_url):
-    from feature_svc.server import load_bundle_features
-    from feature_svc.storage import Event, open_storage
+    from recsys.storage import Event, open_storage
+    from recsys.storage.bundle_loader import load_bundle_features
 
     first, second = open_storage(redis_url), open_storage(redis_url)
     try:

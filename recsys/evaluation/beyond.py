@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from recsys.evaluation.metrics import ndcg_at_k
+from recsys.ranking.metrics import ndcg_at_k
 from recsys.ranking.mmr import similarity_matrix
 
 Lists = Mapping[str, Sequence[str]]

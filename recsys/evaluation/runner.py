@@ -32,24 +32,14 @@ from threadpoolctl import threadpool_limits
 from recsys.data.schema import Dataset
 from recsys.data.split import stratified_split, temporal_split
 from recsys.evaluation import baselines, beyond
-from recsys.evaluation.metrics import map_at_k, ndcg_at_k, precision_at_k, recall_at_k
-from recsys.evaluation.offline import OfflineStack
+from recsys.pipeline.offline import OfflineStack
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.types import CandidateList
-from recsys.retrieval.generator import SOURCES
+from recsys.ranking.metrics import map_at_k, ndcg_at_k, precision_at_k, recall_at_k
 from recsys.training.config import TrainConfig
 from recsys.training.trainer import train
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
-# the score column each candidate source ranks its own list by
-SOURCE_SCORE = {
-    "als": "als_score",
-    "i2i": "i2i_score",
-    "popular": "pop_score",
-    "segment": "segment_score",
-    "content": "content_score",
-    "seq": "seq_score",
-}
 
 
 def split(ds: Dataset, protocol: str, seed: int) -> tuple[Dataset, pd.DataFrame]:
@@ -80,19 +70,20 @@ def accuracy(recs: dict[str, list[str]], truth: dict[str, set[str]], k: int) -> 
     }
 
 
-def retrieval_order(cands: CandidateList) -> np.ndarray:
+def retrieval_order(cands: CandidateList, primary: dict[str, str]) -> np.ndarray:
     """The candidate stage's own ranking of its merged list: reciprocal-rank fusion of the sources.
 
     The merged list's order is not a ranking (it is quota blocks: all of ALS's share, then item-to-item's,
     ...), so its first k would be ALS alone. Instead each source ranks the candidates it proposed by its
     own score (ALS dot product, item-to-item weight, popularity, segment and content scores), and a
     candidate's retrieval score is Σ 1 / (60 + rank) over the sources that proposed it: items several
-    sources agree on come first, then each source's best. Ties keep merged-list order.
+    sources agree on come first, then each source's best. Ties keep merged-list order. `primary` maps each
+    source to the score column that orders its own list (each source declares it).
     """
     fused = np.zeros(len(cands.item_ids), dtype=np.float64)
     masks = np.asarray(cands.source_masks, dtype=np.int64)
     for bit, s in enumerate(cands.source_vocab):
-        col = SOURCE_SCORE.get(s)
+        col = primary.get(s)
         if col not in cands.score_names:
             continue
         rows = np.flatnonzero(masks >> bit & 1)
@@ -104,10 +95,10 @@ def retrieval_order(cands: CandidateList) -> np.ndarray:
     return np.argsort(-fused, kind="stable")
 
 
-def source_order(cands: CandidateList, source: str) -> np.ndarray:
-    """All candidates ordered by one source's score alone (missing scores last): a diagnostic of how much
-    of the ranking each source could carry by itself."""
-    col = cands.scores[:, cands.score_names.index(SOURCE_SCORE[source])].astype(np.float64)
+def source_order(cands: CandidateList, column: str) -> np.ndarray:
+    """All candidates ordered by one source's score column alone (missing scores last): a diagnostic of how
+    much of the ranking each source could carry by itself."""
+    col = cands.scores[:, cands.score_names.index(column)].astype(np.float64)
     return np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")
 
 
@@ -138,7 +129,7 @@ def _candidates(stack: OfflineStack, users: list[str], on_user: Callable[[], Non
     async def run() -> dict[str, CandidateList]:
         out = {}
         for u in users:
-            _, out[u] = await fetch_and_retrieve(stack.features, stack.candidates, u, stack.pipeline, [], {}, False)
+            _, out[u] = await fetch_and_retrieve(stack.features, stack.candidates, u, stack.pipeline, {}, False)
             on_user()
         return out
 
@@ -210,17 +201,18 @@ def run(
         t = time.time()
         task = progress.add_task("retrieval", total=len(users))
         cands = _candidates(stack, users, lambda: progress.advance(task))
+        primary = stack.generator.primary_scores
         recs["retrieval"] = {}
         cand_recall = []
         for u in users:
             c = cands[u]
             cand_recall.append(len(truth[u] & set(c.item_ids)) / len(truth[u]))
-            recs["retrieval"][u] = [c.item_ids[i] for i in retrieval_order(c)[:k]]
+            recs["retrieval"][u] = [c.item_ids[i] for i in retrieval_order(c, primary)[:k]]
         cr = {f"candidate_recall@{n_cand}": float(np.mean(cand_recall))}
         by_source = {}
-        for src in SOURCES:
-            if SOURCE_SCORE[src] in cands[users[0]].score_names:  # all lists share the names
-                r = {u: [cands[u].item_ids[i] for i in source_order(cands[u], src)[:k]] for u in users}
+        for src, col in primary.items():
+            if col in cands[users[0]].score_names:  # all lists share the names
+                r = {u: [cands[u].item_ids[i] for i in source_order(cands[u], col)[:k]] for u in users}
                 by_source[src] = {key: _r(v) for key, v in accuracy(r, truth, k).items() if key.startswith("ndcg")}
         for name in ("pipeline", "pipeline_no_diversity", "retrieval"):
             extra[name] = dict(cr)

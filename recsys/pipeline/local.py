@@ -1,39 +1,38 @@
 """In-process feature and candidate sources: the pipeline without the network, for training and evaluation.
 
 They wrap the very objects the services wrap (a feature storage backend, a CandidateGenerator), so an
-offline run exercises the serving code path minus gRPC.
+offline run exercises the serving code path minus gRPC. Each holds one model version.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from feature_svc.storage.base import FeatureStorage
-from recsys.pipeline.types import CandidateList, ItemView, UserView
-from recsys.retrieval.generator import SCORE_NAMES, SOURCES, CandidateGenerator
+from recsys.pipeline.types import CandidateList, ItemView, UnknownVersion, UserView
+from recsys.retrieval.generator import CandidateGenerator
+from recsys.storage.base import FeatureStorage
 
 
-def retrieve_list(gen: CandidateGenerator, version: str, history: list[str], exclude: list[str], n: int,
-                  attributes: dict[str, str], include_seen: bool) -> CandidateList:
-    """Run the generator on item ids and return ids, scores and source names."""
-    c = gen.retrieve(gen.indices(history), attributes, n or None, gen.indices(exclude), include_seen)
-    ids = gen.art.item_ids[c.items].tolist() if len(c.items) else []
-    return CandidateList(item_ids=ids, score_names=list(SCORE_NAMES), scores=c.scores, source_masks=c.sources,
-                         source_vocab=list(SOURCES), model_version=version)
+def _check(component: str, held: str, asked: str) -> None:
+    if asked and held and asked != held:
+        raise UnknownVersion(component, asked, [held])
 
 
 class LocalFeatureSource:
-    def __init__(self, storage: FeatureStorage):
+    def __init__(self, storage: FeatureStorage, version: str = ""):
         self.storage = storage
+        self.version = version
 
-    async def get_user(self, user_id: str, max_history: int) -> UserView:
+    async def get_user(self, user_id: str, history_limit: int, version: str = "") -> UserView:
+        _check("features", self.version, version)
         names = self.storage.user_feature_names
-        rec = self.storage.get_users([user_id], max_history)[0]
+        rec = self.storage.get_users([user_id], history_limit)[0]
         if rec is None:
             return UserView(user_id, False, names, np.full(len(names), np.nan, np.float32), [], {})
         return UserView(user_id, True, names, rec.values, list(rec.history), dict(rec.attributes))
 
-    async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:
+    async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]:
+        _check("features", self.version, version)
         names = self.storage.item_feature_names
         empty = np.full(len(names), np.nan, np.float32)
         views = [ItemView(x, False, empty, [], "") if r is None else
@@ -48,5 +47,11 @@ class LocalCandidateSource:
         self.version = version
 
     async def retrieve(self, user_id: str, history: list[str], exclude: list[str], n: int,
-                       attributes: dict[str, str], include_seen: bool) -> CandidateList:
-        return retrieve_list(self.generator, self.version, history, exclude, n, attributes, include_seen)
+                       attributes: dict[str, str], include_seen: bool, version: str = "",
+                       quotas: dict[str, float] | None = None) -> CandidateList:
+        _check("candidates", self.version, version)
+        gen = self.generator
+        ids, c = gen.retrieve_ids(history, exclude, n, attributes, include_seen, quotas)
+        return CandidateList(item_ids=ids, score_names=list(c.score_names), scores=c.scores, source_masks=c.sources,
+                             source_vocab=list(c.source_names), model_version=self.version,
+                             relative_score_names=list(gen.relative_score_names))

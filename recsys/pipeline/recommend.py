@@ -1,4 +1,12 @@
-"""The Recommend orchestration: user → candidates → item features → features → scores → MMR → top-k."""
+"""The Recommend pipeline, declared as a sequence of small stages (each in recsys/pipeline/stages.py):
+
+    prepare   fetch_user → retrieve → fetch_items → featurize → score
+              depends only on the user, the model version and the pipeline config: the cacheable part
+    finalize  filter → diversify → select (→ explain)
+              depends on the request: its exclusions, diversity λ, k
+
+ranker_svc runs it against the remote services; training and evaluation run it in-process.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +18,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.pipeline import stages
+from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.types import (
     CandidateList,
     CandidateSource,
     FeatureSource,
+    ItemView,
     Recommendation,
     RecommendParams,
     UserView,
 )
 
 log = logging.getLogger(__name__)
+PREPARE_STAGES = ("fetch_user", "retrieve", "fetch_items", "featurize", "score")
+FINALIZE_STAGES = ("filter", "diversify", "select")
 
-
-@dataclass
-class PipelineConfig:
-    n_candidates: int = 300
-    max_history: int = 500            # history fetched per user (most recent)
-    recent_history: int = 20          # history items whose features feed category/embedding affinity
-    diversity_lambda: float = 0.8     # default MMR λ (1 = no diversification)
-    mmr_pool: int = 100
+__all__ = ["PipelineConfig", "Prepared", "Timings", "fetch_and_retrieve", "finalize", "prepare", "recommend"]
 
 
 class Timings(dict):
@@ -42,57 +47,78 @@ class Timings(dict):
             self[name] = time.perf_counter() - t0
 
 
-async def fetch_and_retrieve(features: FeatureSource, candidates: CandidateSource, user_id: str,
-                             cfg: PipelineConfig, exclude: list[str], attributes: dict[str, str],
-                             include_seen: bool, t: Timings | None = None) -> tuple[UserView, CandidateList]:
-    """The first two stages, shared by serving, training and evaluation.
+@dataclass
+class Prepared:
+    """Everything about one user and model version that no request parameter changes."""
 
-    The whole history is fetched so that every item the user interacted with is excluded; only the most
-    recent `max_history` items drive retrieval and features (returned as the user's `history`).
-    """
+    user: UserView
+    cands: CandidateList
+    items: list[ItemView]
+    cand_emb: np.ndarray
+    x: np.ndarray | None         # the ranker's input matrix (None when the ranker failed)
+    scores: np.ndarray
+    fallback: bool               # the ranker failed: scores are the popularity order
+
+
+async def fetch_and_retrieve(features: FeatureSource, candidates: CandidateSource, user_id: str,
+                             cfg: PipelineConfig, attributes: dict[str, str], include_seen: bool,
+                             version: str = "", t: Timings | None = None) -> tuple[UserView, CandidateList]:
+    """The first two stages, shared by serving, training and evaluation."""
     t = t if t is not None else Timings()
     with t.stage("fetch_user"):
-        user = await features.get_user(user_id, 0)
-    older = user.history[: -cfg.max_history] if len(user.history) > cfg.max_history else []
-    user.history = user.history[-cfg.max_history:]
-    # Request attributes only describe users we have never seen; stored ones win otherwise.
-    attrs = user.attributes if user.found and user.attributes else attributes
+        user = await stages.fetch_user(features, user_id, version)
     with t.stage("retrieve"):
-        cands = await candidates.retrieve(user_id, user.history, exclude + ([] if include_seen else older),
-                                          cfg.n_candidates, attrs, include_seen)
+        cands = await stages.retrieve(candidates, user, cfg, attributes, include_seen, version)
     return user, cands
 
 
-async def recommend(params: RecommendParams, model: ServingModel, features: FeatureSource,
-                    candidates: CandidateSource, cfg: PipelineConfig) -> Recommendation:
-    t = Timings()
-    user, cands = await fetch_and_retrieve(features, candidates, params.user_id, cfg, params.exclude,
-                                           params.attributes, params.include_seen, t)
-    recent = user.history[-cfg.recent_history:]
+async def prepare(user_id: str, model: ServingModel, features: FeatureSource, candidates: CandidateSource,
+                  cfg: PipelineConfig, attributes: dict[str, str] | None = None, include_seen: bool = False,
+                  t: Timings | None = None) -> Prepared:
+    t = t if t is not None else Timings()
+    user, cands = await fetch_and_retrieve(features, candidates, user_id, cfg, attributes or {}, include_seen,
+                                           model.version, t)
     with t.stage("fetch_items"):
-        names, views = await features.get_items(cands.item_ids + recent)
-    items, history = views[: len(cands.item_ids)], views[len(cands.item_ids):]
-    lam = cfg.diversity_lambda if params.diversity_lambda is None else params.diversity_lambda
-    fallback = False
-    x = None
+        names, items, history = await stages.fetch_items(features, cands, user, cfg, model.version)
     try:
         with t.stage("featurize"):
             cand_emb = model.embeddings.lookup(cands.item_ids)  # shared by the features and MMR
             x = stages.featurize(model, user, cands, names, items, history, cand_emb)
         with t.stage("score"):
             scores = stages.score(model, x)
-        with t.stage("diversify"):
-            order = stages.diversify(cand_emb, items, scores, params.k, lam, cfg.mmr_pool)
+        return Prepared(user, cands, items, cand_emb, x, scores, fallback=False)
     except Exception:  # a broken model must not take the endpoint down: serve popularity instead
         log.exception("ranker failed for model %s; serving popularity order", model.version)
-        fallback = True
-        order = stages.popularity_order(cands, params.k)
-        scores = np.zeros(len(cands.item_ids))
+        return Prepared(user, cands, items, model.embeddings.lookup(cands.item_ids), None,
+                        stages.popularity_scores(cands), fallback=True)
+
+
+def finalize(prep: Prepared, params: RecommendParams, model: ServingModel, cfg: PipelineConfig,
+             t: Timings | None = None) -> Recommendation:
+    t = t if t is not None else Timings()
+    lam = cfg.diversity_lambda if params.diversity_lambda is None else params.diversity_lambda
+    with t.stage("filter"):
+        keep = stages.filter_excluded(prep.cands, params.exclude)
+    with t.stage("diversify"):
+        if prep.fallback:
+            order = stages.top_k(prep.scores, keep, params.k)
+        else:
+            order = stages.diversify(prep.cand_emb, prep.items, prep.scores, keep, params.k, lam, cfg.mmr_pool)
     contributions = None
-    if params.explain and not fallback and x is not None:
+    if params.explain and not prep.fallback and prep.x is not None:
         with t.stage("explain"):
-            contributions = stages.explain(model, x, order)
-    return Recommendation(
-        items=stages.build_items(cands, items, scores, order, contributions),
-        model_version=model.version, cold_start=not user.history, fallback=fallback,
-        diversity_lambda=lam, timings=dict(t))
+            contributions = stages.explain(model, prep.x, order)
+    with t.stage("select"):
+        scores = np.zeros(len(prep.scores)) if prep.fallback else prep.scores
+        ranked = stages.build_items(prep.cands, prep.items, scores, order, contributions)
+    return Recommendation(items=ranked, model_version=model.version, cold_start=not prep.user.history,
+                          fallback=prep.fallback, diversity_lambda=lam, timings=dict(t))
+
+
+async def recommend(params: RecommendParams, model: ServingModel, features: FeatureSource,
+                    candidates: CandidateSource, cfg: PipelineConfig) -> Recommendation:
+    """prepare, then finalize, under one config (the process's, or an arm's override of it)."""
+    t = Timings()
+    prep = await prepare(params.user_id, model, features, candidates, cfg, params.attributes,
+                         params.include_seen, t)
+    return finalize(prep, params, model, cfg, t)

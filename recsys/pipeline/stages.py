@@ -1,13 +1,42 @@
-"""The CPU stages of the Recommend pipeline. Each is a plain function, tested on its own."""
+"""The stages of the Recommend pipeline (their order is declared in recommend.py). Each is a plain
+function, tested on its own: three I/O stages against the feature and candidate sources, then CPU stages."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
-from recsys.pipeline.types import CandidateList, ItemView, RankedItem, UserView
+from recsys.pipeline.types import CandidateList, CandidateSource, FeatureSource, ItemView, RankedItem, UserView
 from recsys.ranking.features import RankingInputs, assemble, to_matrix
 from recsys.ranking.mmr import mmr, similarity_matrix
+
+
+async def fetch_user(features: FeatureSource, user_id: str, version: str = "") -> UserView:
+    """The user's features and whole history (every item they interacted with stays excluded)."""
+    return await features.get_user(user_id, 0, version)
+
+
+async def retrieve(candidates: CandidateSource, user: UserView, cfg: PipelineConfig, attributes: dict[str, str],
+                   include_seen: bool, version: str = "") -> CandidateList:
+    """Candidates from the most recent `history_window` items; older seen items are excluded too.
+
+    Trims `user.history` to that window: it is the history every later stage sees."""
+    older = user.history[: -cfg.history_window] if len(user.history) > cfg.history_window else []
+    user.history = user.history[-cfg.history_window:]
+    # Request attributes only describe users we have never seen; stored ones win otherwise.
+    attrs = user.attributes if user.found and user.attributes else attributes
+    return await candidates.retrieve(user.user_id, user.history, [] if include_seen else older, cfg.n_candidates,
+                                     attrs, include_seen, version, cfg.source_quotas)
+
+
+async def fetch_items(features: FeatureSource, cands: CandidateList, user: UserView, cfg: PipelineConfig,
+                      version: str = "") -> tuple[list[str], list[ItemView], list[ItemView]]:
+    """(item feature names, the candidates' item views, the `affinity_window` most recent history items'
+    views), in one batch call."""
+    recent = user.history[-cfg.affinity_window:]
+    names, views = await features.get_items(cands.item_ids + recent, version)
+    return names, views[: len(cands.item_ids)], views[len(cands.item_ids):]
 
 
 def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, item_feature_names: list[str],
@@ -34,6 +63,7 @@ def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, i
         history_embedding=hist_emb,
         history_len=len(user.history),
         score_names=cands.score_names,
+        relative_score_names=cands.relative_score_names,
         candidate_scores=cands.scores,
         item_feature_names=item_feature_names,
         item_values=item_values,
@@ -54,22 +84,34 @@ def score(model: ServingModel, x: np.ndarray) -> np.ndarray:
     return model.ranker.score(x)
 
 
-def diversify(cand_emb: np.ndarray, items: list[ItemView], scores: np.ndarray, k: int, lam: float,
-              pool: int = 100) -> np.ndarray:
-    """MMR over the `pool` most relevant candidates; returns candidate indices in display order."""
-    top = np.argsort(-scores, kind="stable")[: max(pool, k)]
+def filter_excluded(cands: CandidateList, exclude: list[str]) -> np.ndarray:
+    """Indices of the candidates the request did not exclude, in candidate order."""
+    if not exclude:
+        return np.arange(len(cands.item_ids))
+    banned = set(exclude)
+    return np.array([i for i, x in enumerate(cands.item_ids) if x not in banned], dtype=np.int64)
+
+
+def top_k(scores: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """The k best of the kept candidates by score (ties keep candidate order)."""
+    return keep[np.argsort(-scores[keep], kind="stable")[:k]]
+
+
+def diversify(cand_emb: np.ndarray, items: list[ItemView], scores: np.ndarray, keep: np.ndarray, k: int,
+              lam: float, pool: int = 100) -> np.ndarray:
+    """MMR over the `pool` most relevant kept candidates; returns candidate indices in display order."""
+    top = top_k(scores, keep, max(pool, k))
     if lam >= 1.0:
         return top[:k]
     sim = similarity_matrix(cand_emb[top], [items[i].categories for i in top])
     return top[mmr(scores[top], k, lam, sim)]
 
 
-def popularity_order(cands: CandidateList, k: int) -> np.ndarray:
-    """Fallback order when the ranker cannot score: the retrieval popularity score."""
+def popularity_scores(cands: CandidateList) -> np.ndarray:
+    """Fallback scores when the ranker cannot score: the retrieval popularity score (candidate order if none)."""
     if "pop_score" in cands.score_names and len(cands.item_ids):
-        pop = np.nan_to_num(cands.scores[:, cands.score_names.index("pop_score")], nan=0.0)
-        return np.argsort(-pop, kind="stable")[:k]
-    return np.arange(min(k, len(cands.item_ids)))
+        return np.nan_to_num(cands.scores[:, cands.score_names.index("pop_score")], nan=0.0).astype(np.float64)
+    return np.zeros(len(cands.item_ids))
 
 
 def explain(model: ServingModel, x: np.ndarray, rows: np.ndarray, top: int = 8) -> list[list[tuple[str, float, float]]]:

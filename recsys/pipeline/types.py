@@ -9,6 +9,19 @@ from typing import Protocol
 import numpy as np
 
 
+class UnknownVersion(LookupError):
+    """A request named a version this service does not hold."""
+
+    def __init__(self, component: str, version: str, held: list[str]):
+        self.version = version
+        self.held = held
+        super().__init__(f"{component}: model_version {version!r} is not live here "
+                         f"(live: {', '.join(held) or 'none'})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass
 class UserView:
     user_id: str
@@ -33,9 +46,10 @@ class CandidateList:
     item_ids: list[str]
     score_names: list[str]
     scores: np.ndarray                 # float32 [n, len(score_names)]
-    source_masks: np.ndarray           # uint [n]: bit i set = source_vocab[i] proposed the item
+    source_masks: np.ndarray           # uint64 [n]: bit i set = source_vocab[i] proposed the item
     source_vocab: list[str]
     model_version: str = ""
+    relative_score_names: list[str] = field(default_factory=list)  # see RetrieveResponse
 
     @cached_property
     def sources(self) -> list[list[str]]:
@@ -82,15 +96,17 @@ class Recommendation:
 
 
 class FeatureSource(Protocol):
-    """Where the pipeline reads features: feature_svc over gRPC, or a storage backend in-process."""
+    """Where the pipeline reads features: feature_svc over gRPC, or a storage backend in-process.
+    `version` names the bundle to answer from ("" = the default)."""
 
-    async def get_user(self, user_id: str, max_history: int) -> UserView: ...
+    async def get_user(self, user_id: str, history_limit: int, version: str = "") -> UserView: ...
 
-    async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]: ...
+    async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]: ...
 
 
 class CandidateSource(Protocol):
     """Where the pipeline gets candidates: candidate_svc over gRPC, or a generator in-process."""
 
     async def retrieve(self, user_id: str, history: list[str], exclude: list[str], n: int,
-                       attributes: dict[str, str], include_seen: bool) -> CandidateList: ...
+                       attributes: dict[str, str], include_seen: bool, version: str = "",
+                       quotas: dict[str, float] | None = None) -> CandidateList: ...

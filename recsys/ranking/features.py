@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RELATIVE_SCORES = ("als_score", "i2i_score", "content_score", "segment_score", "seq_score")
-
 
 @dataclass
 class RankingInputs:
@@ -23,6 +21,7 @@ class RankingInputs:
     history_embedding: np.ndarray | None  # mean unit embedding of the recent history, or None
     history_len: int
     score_names: list[str]
+    relative_score_names: list[str]    # score columns the sources declare scale-dependent
     candidate_scores: np.ndarray       # float32 [n, S] from candidate retrieval
     item_feature_names: list[str]
     item_values: np.ndarray            # float32 [n, Fi] from the feature store
@@ -38,7 +37,7 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
         cols[name] = inp.candidate_scores[:, j]
     # Scores relative to this request's candidates: stable when the retrieval models are refit on more
     # data than the ranker was trained with (their raw score scales drift, their orderings do not).
-    for name in RELATIVE_SCORES:
+    for name in inp.relative_score_names:
         col = cols.get(name)
         if col is not None and n and np.isfinite(col).any():
             top = np.nanmax(col)

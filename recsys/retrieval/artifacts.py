@@ -1,32 +1,54 @@
-"""The retrieval half of a model bundle: item embeddings, neighbour tables, popularity and segment tables."""
+"""The retrieval half of a model bundle: the shared catalog (item ids, ALS embeddings, categories) and the
+tables of each configured candidate source.
+
+    retrieval/retrieval.json          the source list, their quotas, the category names, and each source's
+                                      own entries (for example "als" parameters, "segment_names")
+    retrieval/item_ids.npy            the catalog
+    retrieval/item_factors.npy        ALS item embeddings (the als source, the ranker, MMR)
+    retrieval/item_categories.npz     one-hot categories
+    retrieval/faiss-{exact,hnsw}.index  prebuilt ANN indexes over the embeddings
+    retrieval/...                     each source's files (neighbors.npz, popularity.npy, ...)
+
+Bundles written before sources were components have no "sources" key: they load with the six sources
+they were trained with, from the same files.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.retrieval.als import ALSParams
+from recsys.retrieval.sources import LEGACY_SOURCES, source_class
+from recsys.retrieval.sources.base import CandidateSource, Catalog
 
 
 @dataclass
 class RetrievalArtifacts:
-    item_ids: np.ndarray            # str [I]; row i of every table below is item_ids[i]
-    item_factors: np.ndarray        # float32 [I, f] ALS item embeddings
-    als: ALSParams
-    neighbors: sp.csr_matrix        # float32 [I, I] top-M item-to-item weights
-    neighbor_method: str            # "ease" or "cosine"
-    popularity: np.ndarray          # float32 [I] in [0, 1], log-scaled interaction counts
-    item_categories: sp.csr_matrix  # float32 [I, C] one-hot categories
-    category_names: list[str]
-    cold: np.ndarray                # bool [I], items with too few interactions for collaborative sources
-    segment_names: list[str]        # "attribute=value"
-    segments: sp.csr_matrix         # float32 [S, I] top items per user segment, scores in [0, 1]
-    sequence: sp.csr_matrix | None = None  # float32 [I, I] time-adjacency neighbours (None in older bundles)
-    source_dir: Path | None = None  # where it was loaded from (prebuilt FAISS indexes live there)
+    catalog: Catalog
+    sources: list[CandidateSource]                  # in merge order
+    quotas: dict[str, float] | None = None          # the bundle's quotas (None = each source's default)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.catalog.item_ids
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self.catalog.item_factors
+
+    @property
+    def source_dir(self) -> Path | None:
+        return self.catalog.source_dir
+
+    def source(self, name: str) -> CandidateSource | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def default_quotas(self) -> dict[str, float]:
+        return dict(self.quotas) if self.quotas is not None else {s.name: s.quota for s in self.sources}
 
     def index_path(self, kind: str) -> Path | None:
         """The prebuilt FAISS index of this kind shipped in the bundle, if any."""
@@ -45,35 +67,28 @@ class RetrievalArtifacts:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "item_ids.npy", self.item_ids.astype(str))
-        np.save(directory / "item_factors.npy", self.item_factors)
-        np.save(directory / "popularity.npy", self.popularity)
-        np.save(directory / "cold.npy", self.cold)
-        sp.save_npz(directory / "neighbors.npz", self.neighbors)
-        sp.save_npz(directory / "item_categories.npz", self.item_categories)
-        sp.save_npz(directory / "segments.npz", self.segments)
-        if self.sequence is not None:
-            sp.save_npz(directory / "sequence.npz", self.sequence)
-        meta = {"als": asdict(self.als), "neighbor_method": self.neighbor_method,
-                "category_names": self.category_names, "segment_names": self.segment_names}
+        c = self.catalog
+        np.save(directory / "item_ids.npy", c.item_ids.astype(str))
+        np.save(directory / "item_factors.npy", c.item_factors)
+        sp.save_npz(directory / "item_categories.npz", c.item_categories)
+        meta: dict = {"category_names": c.category_names, "sources": [s.name for s in self.sources]}
+        if self.quotas is not None:
+            meta["quotas"] = self.quotas
+        for s in self.sources:
+            meta.update(s.save(directory))
         (directory / "retrieval.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, directory: Path) -> RetrievalArtifacts:
+        directory = Path(directory)
         meta = json.loads((directory / "retrieval.json").read_text())
-        seq = directory / "sequence.npz"
-        return cls(
-            item_ids=np.load(directory / "item_ids.npy"),
-            item_factors=np.load(directory / "item_factors.npy"),
-            als=ALSParams(**meta["als"]),
-            neighbors=sp.load_npz(directory / "neighbors.npz").tocsr(),
-            neighbor_method=meta["neighbor_method"],
-            popularity=np.load(directory / "popularity.npy"),
-            item_categories=sp.load_npz(directory / "item_categories.npz").tocsr(),
-            category_names=list(meta["category_names"]),
-            cold=np.load(directory / "cold.npy"),
-            segment_names=list(meta["segment_names"]),
-            segments=sp.load_npz(directory / "segments.npz").tocsr(),
-            sequence=sp.load_npz(seq).tocsr() if seq.is_file() else None,
-            source_dir=directory,
-        )
+        catalog = Catalog(item_ids=np.load(directory / "item_ids.npy"),
+                          item_factors=np.load(directory / "item_factors.npy"),
+                          item_categories=sp.load_npz(directory / "item_categories.npz").tocsr(),
+                          category_names=list(meta["category_names"]), source_dir=directory)
+        sources = []
+        for name in meta.get("sources", LEGACY_SOURCES):
+            src = source_class(name).load(directory, meta, catalog)
+            if src is not None:
+                sources.append(src)
+        return cls(catalog=catalog, sources=sources, quotas=meta.get("quotas"))

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from recsys.settings import RANGES
+
 T = TypeVar("T")
 
 
@@ -91,15 +93,6 @@ def load_settings(cls: type[T], argv: list[str] | None, section: str, descriptio
     except ValueError as exc:
         parser.error(str(exc))
     return settings
-
-
-# Allowed ranges of settings shared by the services: name -> (min, max), inclusive.
-RANGES = {
-    "port": (0, 65535), "metrics_port": (0, 65535), "max_k": (1, 10_000), "diversity_lambda": (0.0, 1.0),
-    "n_candidates": (1, 100_000), "default_n": (1, 100_000), "max_n": (1, 1_000_000), "max_history": (1, 10_000_000),
-    "mmr_pool": (1, 100_000), "dependency_timeout_ms": (1, 600_000), "reload_interval_s": (0.05, 86_400),
-    "max_batch": (1, 10_000_000), "max_exclude": (0, 100_000_000),
-}
 
 
 def check_ranges(settings: object) -> None:

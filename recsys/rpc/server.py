@@ -1,5 +1,5 @@
-"""Bootstrap of a service process: an asyncio gRPC server with grpc.health.v1, reflection and metrics,
-that drains in-flight calls on SIGTERM/SIGINT before exiting."""
+"""The gRPC server under every service (used by recsys/rpc/host.py): grpc.health.v1, reflection and metrics,
+draining in-flight calls on SIGTERM/SIGINT before exiting."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 
 import faiss
@@ -76,9 +77,10 @@ class Server:
 
     async def serve(self, grace: float = 5.0) -> None:
         """Start, wait for SIGTERM/SIGINT or stop(), report NOT_SERVING, drain, exit."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        if threading.current_thread() is threading.main_thread():  # a test may host services in a thread
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
         if not self.port:
             await self.start()
         await self._stop.wait()

@@ -10,6 +10,8 @@ import yaml
 
 from recsys.ranking.model import RankerParams
 from recsys.retrieval.als import ALSParams
+from recsys.retrieval.sources import DEFAULT_SOURCES
+from recsys.settings import N_CANDIDATES
 
 
 @dataclass
@@ -22,7 +24,11 @@ class TrainConfig:
     sequence_window: int = 1          # how many positions apart in a user's history count as adjacent
     cold_threshold: int = 5           # items with fewer interactions are "cold" (content source)
     segment_top: int = 300            # items kept per user segment (attribute=value)
-    n_candidates: int = 300           # candidates per user, as served
+    # Candidate sources, in merge order (names registered in recsys/retrieval/sources), and overrides of
+    # their default shares of the candidate budget.
+    sources: list[str] = field(default_factory=lambda: list(DEFAULT_SOURCES))
+    source_quotas: dict[str, float] = field(default_factory=dict)
+    n_candidates: int = N_CANDIDATES  # candidates per user, as served
     label_fraction: float = 0.2       # share of each user's interactions held out as ranker labels
     ranker_folds: int = 3             # history/label splits the ranker's lists come from (more lists, less noise)
     valid_fraction: float = 0.15      # share of ranker users used for early stopping and metrics

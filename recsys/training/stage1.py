@@ -1,6 +1,6 @@
-"""Stage-1 artifacts from interactions: the retrieval models (ALS, item-to-item, sequence neighbours,
-popularity, segments, content) and the feature tables the feature store serves. Built twice per training run: on the
-ranker's "history" part (to generate its training lists) and on all data (to serve)."""
+"""Stage-1 artifacts from interactions: the retrieval models (ALS embeddings and every configured candidate
+source, see recsys/retrieval/sources/) and the feature tables the feature store serves. Built per training
+run on the ranker's "history" parts (to generate its training lists) and on all data (to serve)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from recsys.data.schema import Dataset
 from recsys.feature_tables import FeatureTables
 from recsys.retrieval.als import train_als
 from recsys.retrieval.artifacts import RetrievalArtifacts
-from recsys.retrieval.item2item import item_neighbors
-from recsys.retrieval.sequence import sequence_neighbors
+from recsys.retrieval.sources import source_class
+from recsys.retrieval.sources.base import Catalog, TrainingData
 from recsys.training.config import TrainConfig
 
 USER_FEATURES = ["user_n_interactions", "user_n_items", "user_mean_value", "user_active_days",
@@ -151,57 +151,22 @@ def build_feature_tables(ds: Dataset, vocab: Vocab, weights: np.ndarray) -> Feat
         item_categories=cats, item_titles=titles, created_at=time.time())
 
 
-def _segments(tables: FeatureTables, x: sp.csr_matrix, top: int) -> tuple[list[str], sp.csr_matrix]:
-    """Per attribute=value segment, its most over-represented popular items (for cold-start users)."""
-    groups: dict[str, list[int]] = {}
-    for r, attrs in enumerate(tables.user_attributes):
-        for k, v in attrs.items():
-            groups.setdefault(f"{k}={v}", []).append(r)
-    names = sorted(g for g, rows in groups.items() if len(rows) >= 5)
-    glob = np.asarray(x.sum(axis=0)).ravel() + 1.0
-    glob = glob / glob.sum()
-    rows_out, cols_out, vals_out = [], [], []
-    for s, name in enumerate(names):
-        counts = np.asarray(x[groups[name]].sum(axis=0)).ravel()
-        # popularity within the segment, mildly boosted by lift over the global popularity
-        share = (counts + 1.0) / (counts.sum() + len(counts))
-        score = counts * np.sqrt(share / glob)
-        k = min(top, int((score > 0).sum()))
-        if k == 0:
-            continue
-        idx = np.argpartition(-score, k - 1)[:k]
-        rows_out.append(np.full(k, s))
-        cols_out.append(idx)
-        vals_out.append(score[idx] / score[idx].max())
-    if not names or not rows_out:
-        return names, sp.csr_matrix((len(names), x.shape[1]), dtype=np.float32)
-    seg = sp.csr_matrix((np.concatenate(vals_out).astype(np.float32),
-                         (np.concatenate(rows_out), np.concatenate(cols_out))), shape=(len(names), x.shape[1]))
-    return names, seg
-
-
 def build_stage1(ds: Dataset, cfg: TrainConfig, vocab: Vocab | None = None,
                  threads: int = 0) -> tuple[RetrievalArtifacts, FeatureTables, Vocab]:
+    """Feature tables, the catalog (ALS embeddings, categories) and each configured candidate source."""
     vocab = vocab or Vocab.of(ds)
     tables = build_feature_tables(ds, vocab, ds.weights())
     x = user_item_matrix(ds.interactions, vocab)
-    item_factors = train_als(x, cfg.als, threads=threads)
-    neighbors, method = item_neighbors(x, ease_reg=cfg.ease_reg, m=cfg.neighbors)
-    counts = np.asarray(x.sum(axis=0)).ravel()
-    popularity = (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)).astype(np.float32)
     cat_names = sorted({c for cats in tables.item_categories for c in cats})
     cat_index = {c: j for j, c in enumerate(cat_names)}
     r = [i for i, cats in enumerate(tables.item_categories) for _ in cats]
     c = [cat_index[x_] for cats in tables.item_categories for x_ in cats]
     item_cats = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(vocab.item_ids), len(cat_names)))
-    seg_names, segments = _segments(tables, x, cfg.segment_top)
-    sequence = None
-    if cfg.sequence_neighbors > 0:
-        u, i = vocab.encode(ds.interactions)
-        sequence = sequence_neighbors(u, i, ds.interactions["timestamp"].to_numpy(), len(vocab.item_ids),
-                                      window=cfg.sequence_window, m=cfg.sequence_neighbors)
-    art = RetrievalArtifacts(
-        item_ids=vocab.item_ids, item_factors=item_factors, als=cfg.als, neighbors=neighbors,
-        neighbor_method=method, popularity=popularity, item_categories=item_cats, category_names=cat_names,
-        cold=counts < cfg.cold_threshold, segment_names=seg_names, segments=segments, sequence=sequence)
-    return art, tables, vocab
+    catalog = Catalog(item_ids=vocab.item_ids, item_factors=train_als(x, cfg.als, threads=threads),
+                      item_categories=item_cats, category_names=cat_names)
+    u, i = vocab.encode(ds.interactions)
+    data = TrainingData(x=x, user_codes=u, item_codes=i, timestamps=ds.interactions["timestamp"].to_numpy(),
+                        tables=tables, catalog=catalog, cfg=cfg)
+    sources = [src for name in cfg.sources if (src := source_class(name).build(data)) is not None]
+    quotas = {s.name: s.quota for s in sources} | {k: v for k, v in cfg.source_quotas.items()}
+    return RetrievalArtifacts(catalog=catalog, sources=sources, quotas=quotas), tables, vocab

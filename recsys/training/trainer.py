@@ -21,20 +21,20 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from feature_svc.storage.embedded import EmbeddedStorage
 from recsys.bundle import BundleMetadata, publish, staging_dir, write_checksums, write_metadata
 from recsys.data.schema import Dataset
 from recsys.data.split import holdout_by_user
-from recsys.evaluation.metrics import ndcg_at_k, recall_at_k
-from recsys.evaluation.offline import OfflineStack
 from recsys.feature_tables import FeatureTables
 from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
+from recsys.pipeline.offline import OfflineStack
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.stages import feature_columns
+from recsys.ranking.metrics import ndcg_at_k, recall_at_k
 from recsys.ranking.model import train_ranker
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.storage.embedded import EmbeddedStorage
 from recsys.training.config import TrainConfig
 from recsys.training.stage1 import Vocab, build_stage1
 
@@ -44,10 +44,10 @@ log = logging.getLogger(__name__)
 # whose scale grows with the amount of data (raw counts, raw retrieval scores, absolute times) would shift
 # between training and serving; their scale-free versions (relative activity/popularity, per-request
 # z-scores and ranks, time differences) are used instead.
+# The raw score columns each source declares `relative` are left out the same way (see not_features).
 NOT_FEATURES = {
     "n_sources", "history_len",
     "user_n_interactions", "user_n_items", "item_n_interactions", "item_n_users",
-    "als_score", "i2i_score", "content_score", "segment_score", "seq_score",
     "user_first_ts", "user_last_ts", "user_mean_ts", "item_first_ts", "item_mean_ts",
 }
 
@@ -99,8 +99,8 @@ def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: E
         cols_out, y_out, kept = [], [], []
         for u in users:
             # exactly the calls the serving pipeline makes, with the same history window
-            user, cands = await fetch_and_retrieve(features, cands_src, u, pipe, [], {}, False)
-            names, views = await features.get_items(cands.item_ids + user.history[-pipe.recent_history:])
+            user, cands = await fetch_and_retrieve(features, cands_src, u, pipe, {}, False)
+            names, views = await features.get_items(cands.item_ids + user.history[-pipe.affinity_window:])
             items, hist = views[: len(cands.item_ids)], views[len(cands.item_ids):]
             y = np.array([x in labels[u] for x in cands.item_ids], dtype=np.float32)
             if y.any() and not y.all():
@@ -137,7 +137,7 @@ def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> floa
     async def run() -> list[float]:
         out = []
         for u in users:
-            _, cands = await fetch_and_retrieve(features, cands_src, u, pipe, [], {}, False)
+            _, cands = await fetch_and_retrieve(features, cands_src, u, pipe, {}, False)
             out.append(len(set(cands.item_ids) & fold.labels[u]) / len(fold.labels[u]))
         return out
 
@@ -146,7 +146,9 @@ def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> floa
 
 def popularity_ndcg(fold: Fold, users: list[str], k: int = 10) -> float:
     """The most-popular baseline on the same validation users (what the pipeline must clearly beat)."""
-    order = fold.art.item_ids[np.argsort(-fold.art.popularity, kind="stable")].tolist()
+    t = fold.tables
+    users_per_item = t.item_values[:, t.item_feature_names.index("item_n_users")]  # the popular source's order
+    order = t.item_ids[np.argsort(-users_per_item, kind="stable")].tolist()
     out = []
     for u in users:
         seen = set(fold.storage.get_users([u])[0].history)
@@ -200,7 +202,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
                                              fold.gen, fold.emb, pipe, progress)
             valid_cols += cols
             valid_ys += ys
-        names = sorted({n for c in train_cols for n in c} - NOT_FEATURES)
+        names = sorted({n for c in train_cols for n in c} - NOT_FEATURES - set(main.gen.relative_score_names))
         tr = _stack(train_cols, train_ys, names)
         va = _stack(valid_cols, valid_ys, names)
         t = step("ranker_lists", t)
@@ -224,7 +226,8 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         art, tables, _ = build_stage1(ds, cfg, vocab)
         meta = BundleMetadata(
             version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,
-            params=cfg.to_dict() | {"neighbor_method": art.neighbor_method, "ranker_features": names},
+            params=cfg.to_dict() | {"neighbor_method": getattr(art.source("i2i"), "method", None),
+                                    "ranker_features": names},
             metrics=metrics | {"train_seconds": round(time.time() - t0, 1)},
             parent=parent, notes=list(ds.notes) + [f"timings: {timings}"])
         tmp = staging_dir(out)

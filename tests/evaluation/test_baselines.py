@@ -7,7 +7,6 @@ import scipy.sparse as sp
 from recsys.evaluation import baselines
 from recsys.evaluation.runner import retrieval_order
 from recsys.pipeline.types import CandidateList
-from recsys.retrieval.generator import SCORE_NAMES, SOURCES
 from recsys.retrieval.item2item import ease_neighbors
 
 
@@ -59,21 +58,22 @@ def test_top_k_unseen_drops_seen_items_and_short_rows():
 
 
 def test_retrieval_order_fuses_each_sources_own_ranking():
-    names = list(SCORE_NAMES)
+    names = ["als_score", "als_rank", "i2i_score", "i2i_rank", "pop_score", "n_sources"]
     scores = np.full((4, len(names)), np.nan, dtype=np.float32)
     col = names.index
     # ALS proposed 0, 1, 2 (scores 3 > 2 > 1); i2i proposed 2, 3 (2 best); popular proposed 3
     scores[:, col("als_score")] = [3, 2, 1, 0]
     scores[:, col("i2i_score")] = [0, 0, 5, 4]
     scores[:, col("pop_score")] = [0.1, 0.2, 0.3, 0.9]
-    vocab = list(SOURCES)
+    vocab = ["als", "i2i", "popular"]
     masks = [sum(1 << vocab.index(x) for x in src) for src in (["als"], ["als"], ["als", "i2i"], ["i2i", "popular"])]
     cands = CandidateList(
         item_ids=["w", "x", "y", "z"],
         score_names=names,
         scores=scores,
-        source_masks=np.array(masks, dtype=np.uint8),
+        source_masks=np.array(masks, dtype=np.uint64),
         source_vocab=vocab,
     )
     # y: 1/63 + 1/61; z: 1/62 + 1/61; w: 1/61; x: 1/62
-    assert retrieval_order(cands).tolist() == [3, 2, 0, 1]
+    primary = {"als": "als_score", "i2i": "i2i_score", "popular": "pop_score"}
+    assert retrieval_order(cands, primary).tolist() == [3, 2, 0, 1]

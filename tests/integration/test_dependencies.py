@@ -47,8 +47,8 @@ def test_features_load_command_fills_redis(small_bundle, redis_url):
     import subprocess
     import sys
 
-    from feature_svc.storage import open_storage
     from recsys.feature_tables import FeatureTables
+    from recsys.storage import open_storage
 
     r = subprocess.run([sys.executable, "-m", "recsys.cli", "features", "load", "--bundle", str(small_bundle),
                         "--storage", redis_url], capture_output=True, text=True, timeout=120)

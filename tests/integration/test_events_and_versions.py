@@ -71,13 +71,13 @@ def test_recsys_up_starts_and_stops_everything(small_bundle, tmp_path):
 
 
 def test_seen_items_excluded_beyond_the_history_window(small_bundle, small_dataset, tmp_path):
-    """Only the last max_history items drive retrieval, but every seen item stays excluded."""
+    """Only the last history_window items drive retrieval, but every seen item stays excluded."""
     inter = small_dataset.interactions
     user = str(inter["user_id"].value_counts().index[0])
     seen = set(inter.loc[inter["user_id"] == user, "item_id"])
     assert len(seen) > 20
     with start_cluster(small_bundle, port=0, metrics=False, log_dir=tmp_path,
-                       extra={"ranker_svc": ["--max-history", "5"]}) as c, RecommenderClient(c.target) as client:
+                       extra={"ranker_svc": ["--history-window", "5"]}) as c, RecommenderClient(c.target) as client:
         resp = client.recommend(user, 100, diversity_lambda=1.0)
         assert len(resp.items) == 100
         assert not {it.item_id for it in resp.items} & seen

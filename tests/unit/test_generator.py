@@ -4,7 +4,15 @@ import scipy.sparse as sp
 
 from recsys.retrieval.als import ALSParams, FoldIn
 from recsys.retrieval.artifacts import RetrievalArtifacts
-from recsys.retrieval.generator import SCORE_NAMES, SOURCES, CandidateGenerator, GeneratorConfig
+from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.retrieval.sources import DEFAULT_SOURCES
+from recsys.retrieval.sources.als import ALSSource
+from recsys.retrieval.sources.base import Catalog
+from recsys.retrieval.sources.content import ContentSource
+from recsys.retrieval.sources.i2i import ItemToItemSource
+from recsys.retrieval.sources.popular import PopularSource
+from recsys.retrieval.sources.segment import SegmentSource
+from recsys.retrieval.sources.sequence import SequenceSource
 
 N = 12
 
@@ -22,11 +30,17 @@ def art() -> RetrievalArtifacts:
     cold[[10, 11]] = True
     seg = np.zeros((1, N), np.float32)
     seg[0, [7, 8]] = [1.0, 0.5]
-    return RetrievalArtifacts(
-        item_ids=np.array([f"i{i}" for i in range(N)]), item_factors=rng.normal(size=(N, 4)).astype(np.float32),
-        als=ALSParams(factors=4), neighbors=sp.csr_matrix(nb), neighbor_method="ease",
-        popularity=np.linspace(1, 0, N).astype(np.float32), item_categories=sp.csr_matrix(cats),
-        category_names=["x", "y"], cold=cold, segment_names=["age=30"], segments=sp.csr_matrix(seg))
+    catalog = Catalog(item_ids=np.array([f"i{i}" for i in range(N)]),
+                      item_factors=rng.normal(size=(N, 4)).astype(np.float32),
+                      item_categories=sp.csr_matrix(cats), category_names=["x", "y"])
+    return RetrievalArtifacts(catalog=catalog, sources=[
+        ALSSource(catalog, ALSParams(factors=4)), ItemToItemSource(catalog, sp.csr_matrix(nb), "ease"),
+        PopularSource(catalog, np.linspace(1, 0, N).astype(np.float32)),
+        SegmentSource(catalog, ["age=30"], sp.csr_matrix(seg)), ContentSource(catalog, cold)])
+
+
+def with_sequence(art: RetrievalArtifacts, table: np.ndarray) -> RetrievalArtifacts:
+    return RetrievalArtifacts(art.catalog, [*art.sources, SequenceSource(art.catalog, sp.csr_matrix(table))])
 
 
 def test_history_and_exclusions_are_filtered(art):
@@ -35,7 +49,7 @@ def test_history_and_exclusions_are_filtered(art):
     assert len(c.items) == 8
     assert not {0, 1, 3} & set(c.items.tolist())
     assert len(set(c.items.tolist())) == len(c.items)
-    assert c.scores.shape == (8, len(SCORE_NAMES))
+    assert c.scores.shape == (8, len(gen.score_names))
 
 
 def test_include_seen_keeps_history(art):
@@ -48,31 +62,31 @@ def test_item_to_item_scores_and_sources(art):
     gen = CandidateGenerator(art, GeneratorConfig(n=N))
     c = gen.retrieve(np.array([0, 1]))
     row = c.items.tolist().index(3)
-    assert c.scores[row, SCORE_NAMES.index("i2i_score")] == pytest.approx(0.9)
-    assert "i2i" in c.source_names(row)
-    assert c.scores[row, SCORE_NAMES.index("i2i_rank")] == 1  # 3 is the best item-to-item candidate
+    assert c.scores[row, c.score_names.index("i2i_score")] == pytest.approx(0.9)
+    assert "i2i" in c.source_names_of(row)
+    assert c.scores[row, c.score_names.index("i2i_rank")] == 1  # 3 is the best item-to-item candidate
 
 
 def test_cold_user_gets_popular_and_segment(art):
     gen = CandidateGenerator(art, GeneratorConfig(n=4))
     c = gen.retrieve(np.array([], dtype=np.int64), attributes={"age": "30"})
-    names = {s for i in range(len(c.items)) for s in c.source_names(i)}
+    names = {s for i in range(len(c.items)) for s in c.source_names_of(i)}
     assert names <= {"popular", "segment"} and "segment" in names
     assert 7 in c.items.tolist()
-    assert np.isnan(c.scores[:, SCORE_NAMES.index("als_score")]).all()
+    assert np.isnan(c.scores[:, c.score_names.index("als_score")]).all()
 
 
 def test_content_source_proposes_cold_items_in_liked_categories(art):
     gen = CandidateGenerator(art, GeneratorConfig(n=N, quotas={"content": 1.0}))
     c = gen.retrieve(np.array([6, 7]))  # history in category y, where the cold items are
     assert c.items[:2].tolist() == [10, 11]
-    assert all("content" in c.source_names(i) for i in range(2))
+    assert all("content" in c.source_names_of(i) for i in range(2))
 
 
 def test_unknown_ids_are_skipped(art):
     gen = CandidateGenerator(art)
     assert gen.indices(["i3", "nope", "i0"]).tolist() == [3, 0]
-    assert set(SOURCES) >= {"als", "i2i", "popular", "segment", "content"}
+    assert set(DEFAULT_SOURCES) >= {"als", "i2i", "popular", "segment", "content", "seq"}
 
 
 def test_fold_in_matches_closed_form():
@@ -114,20 +128,41 @@ def test_sequence_source_scores_and_proposes(art):
     seq = np.zeros((N, N), np.float32)
     seq[0, 9] = 0.7
     seq[1, 9] = 0.2
-    art.sequence = sp.csr_matrix(seq)
-    c = CandidateGenerator(art, GeneratorConfig(n=8)).retrieve(np.array([0, 1]))
+    c = CandidateGenerator(with_sequence(art, seq), GeneratorConfig(n=8)).retrieve(np.array([0, 1]))
     row = c.items.tolist().index(9)
-    assert c.scores[row, SCORE_NAMES.index("seq_score")] == pytest.approx(0.9)  # summed over the history
-    assert c.scores[row, SCORE_NAMES.index("seq_rank")] == 1
-    assert "seq" in c.source_names(row)
+    assert c.scores[row, c.score_names.index("seq_score")] == pytest.approx(0.9)  # summed over the history
+    assert c.scores[row, c.score_names.index("seq_rank")] == 1
+    assert "seq" in c.source_names_of(row)
 
 
 def test_bundles_without_sequence_table_score_nan(art, tmp_path):
     art.save(tmp_path)
     loaded = RetrievalArtifacts.load(tmp_path)
-    assert loaded.sequence is None
+    assert loaded.source("seq") is None
     c = CandidateGenerator(loaded, GeneratorConfig(n=8)).retrieve(np.array([0, 1]))
-    assert np.isnan(c.scores[:, SCORE_NAMES.index("seq_score")]).all()
-    art.sequence = sp.csr_matrix(np.eye(N, k=1, dtype=np.float32))
+    assert "seq_score" not in c.score_names  # the ranker sees a missing feature as NaN
+    art = with_sequence(art, np.eye(N, k=1, dtype=np.float32))
     art.save(tmp_path)
-    assert (RetrievalArtifacts.load(tmp_path).sequence != art.sequence).nnz == 0
+    assert (RetrievalArtifacts.load(tmp_path).source("seq").table != art.source("seq").table).nnz == 0
+
+
+def test_legacy_bundle_without_a_source_list_loads_the_six_sources(art, tmp_path):
+    import json
+
+    with_sequence(art, np.eye(N, k=1, dtype=np.float32)).save(tmp_path)
+    meta = json.loads((tmp_path / "retrieval.json").read_text())
+    del meta["sources"]
+    (tmp_path / "retrieval.json").write_text(json.dumps(meta))
+    loaded = RetrievalArtifacts.load(tmp_path)
+    assert [s.name for s in loaded.sources] == list(DEFAULT_SOURCES)
+    gen = CandidateGenerator(loaded)
+    assert gen.relative_score_names == ["als_score", "i2i_score", "segment_score", "content_score", "seq_score"]
+    assert gen.quotas["i2i"] == 0.4
+
+
+def test_request_quotas_override_the_bundle_and_unknown_sources_are_rejected(art):
+    gen = CandidateGenerator(art, GeneratorConfig(n=6))
+    c = gen.retrieve(np.array([6, 7]), quotas={"content": 1.0, "als": 0.0, "i2i": 0.0})
+    assert c.items[:2].tolist() == [10, 11]
+    with pytest.raises(ValueError, match="unknown source 'nope'"):
+        gen.check_quotas({"nope": 0.5})

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from recsys.evaluation.metrics import map_at_k, ndcg_at_k, precision_at_k, recall_at_k
+from recsys.ranking.metrics import map_at_k, ndcg_at_k, precision_at_k, recall_at_k
 
 
 def test_ndcg_hand_computed():

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from feature_svc.storage import EmbeddedStorage, Event, FeatureStorage, embedded, open_storage
-from feature_svc.storage.redis_store import RedisStorage
+import recsys.storage as backends
 from recsys.feature_tables import FeatureTables
+from recsys.storage import EmbeddedStorage, Event, FeatureStorage, embedded, open_storage
+from recsys.storage.redis_store import RedisStorage
 
 USER_FEATURES = ["user_age", "user_n_interactions"]
 ITEM_FEATURES = ["item_price", "item_n_interactions"]
@@ -95,15 +96,15 @@ def test_unknown_ids_are_none_in_place_and_order_is_kept(loaded: FeatureStorage)
     assert users[2].history == ["i1", "i2"]
 
 
-def test_max_history_keeps_the_most_recent_oldest_first(loaded: FeatureStorage) -> None:
+def test_history_limit_keeps_the_most_recent_oldest_first(loaded: FeatureStorage) -> None:
     uid = "ü-sér 🚀"  # history i3, i1, i4
-    assert loaded.get_users([uid], max_history=2)[0].history == ["i1", "i4"]
-    assert loaded.get_users([uid], max_history=1)[0].history == ["i4"]
-    assert loaded.get_users([uid], max_history=10)[0].history == ["i3", "i1", "i4"]
-    assert loaded.get_users([uid], max_history=0)[0].history == ["i3", "i1", "i4"]
-    assert loaded.get_users(["u2"], max_history=3)[0].history == []
-    with pytest.raises(ValueError, match="max_history"):
-        loaded.get_users([uid], max_history=-1)
+    assert loaded.get_users([uid], history_limit=2)[0].history == ["i1", "i4"]
+    assert loaded.get_users([uid], history_limit=1)[0].history == ["i4"]
+    assert loaded.get_users([uid], history_limit=10)[0].history == ["i3", "i1", "i4"]
+    assert loaded.get_users([uid], history_limit=0)[0].history == ["i3", "i1", "i4"]
+    assert loaded.get_users(["u2"], history_limit=3)[0].history == []
+    with pytest.raises(ValueError, match="history_limit"):
+        loaded.get_users([uid], history_limit=-1)
 
 
 def test_record_events_appends_moves_to_end_and_counts(loaded: FeatureStorage) -> None:
@@ -325,8 +326,23 @@ def test_open_storage_by_url() -> None:
     store = open_storage("redis://127.0.0.1:1/0")
     assert isinstance(store, RedisStorage)
     store.close()
-    with pytest.raises(ValueError, match="scheme 'mongodb'"):
+    with pytest.raises(ValueError, match="scheme 'mongodb'") as err:
         open_storage("mongodb://user:secret@db:27017")
+    assert "secret" not in str(err.value)
+
+
+def test_a_backend_registers_its_url_scheme() -> None:
+    """A new backend plugs in by scheme alone: no server or factory code changes."""
+
+    class Memory(EmbeddedStorage):
+        def __init__(self, namespace: str):
+            super().__init__()
+            self.namespace = namespace
+
+    backends.register_backend(("memtest",), lambda url, namespace: Memory(namespace))
+    store = open_storage("memtest://anything", namespace="v2")
+    assert isinstance(store, Memory) and store.namespace == "v2"
+    assert "memtest" in backends.backend_schemes()
 
 
 def _redis_mget_calls(storage: FeatureStorage) -> int:

@@ -9,7 +9,14 @@ import numpy as np
 from grpc import aio
 
 from recsys.pipeline.types import CandidateList, ItemView, UserView
-from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2, features_pb2_grpc
+from recsys.v1 import (
+    candidates_pb2,
+    candidates_pb2_grpc,
+    features_pb2,
+    features_pb2_grpc,
+    versions_pb2,
+    versions_pb2_grpc,
+)
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -27,6 +34,8 @@ class DependencyError(Exception):
         code = exc.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
+        elif code == grpc.StatusCode.FAILED_PRECONDITION:  # the dependency does not hold the version
+            self.code = grpc.StatusCode.FAILED_PRECONDITION
         elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             self.code = grpc.StatusCode.UNAVAILABLE
         else:
@@ -45,6 +54,19 @@ class Channels:
         self.features = features_pb2_grpc.FeatureStoreStub(self._fch)
         self.candidates = candidates_pb2_grpc.CandidateRetrieverStub(self._cch)
 
+    async def hold(self, version: str) -> bool:
+        """Whether both dependencies hold `version` now (a new champion becomes the ranker's default only
+        then, so no request pinned by default to it reaches a service that still lacks it)."""
+        for channel in (self._fch, self._cch):
+            try:
+                resp = await versions_pb2_grpc.ModelVersionsStub(channel).List(
+                    versions_pb2.ListVersionsRequest(), timeout=2.0)
+            except grpc.RpcError:
+                return False
+            if version not in resp.versions and list(resp.versions) != [""]:
+                return False
+        return True
+
     async def close(self) -> None:
         await self._fch.close()
         await self._cch.close()
@@ -55,10 +77,11 @@ class RemoteFeatureSource:
         self.ch = ch
         self.timeout = timeout
 
-    async def get_user(self, user_id: str, max_history: int) -> UserView:
+    async def get_user(self, user_id: str, history_limit: int, version: str = "") -> UserView:
         try:
             resp = await self.ch.features.GetUserFeatures(
-                features_pb2.GetUserFeaturesRequest(user_ids=[user_id], max_history=max_history),
+                features_pb2.GetUserFeaturesRequest(user_ids=[user_id], history_limit=history_limit,
+                                                    model_version=version),
                 timeout=self.timeout())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
@@ -67,10 +90,10 @@ class RemoteFeatureSource:
         values = np.asarray(u.values, dtype=np.float32) if u.found else np.full(len(names), np.nan, np.float32)
         return UserView(user_id, u.found, names, values, list(u.history), dict(u.attributes))
 
-    async def get_items(self, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:
+    async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]:
         try:
             resp = await self.ch.features.GetItemFeatures(
-                features_pb2.GetItemFeaturesRequest(item_ids=item_ids), timeout=self.timeout())
+                features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version), timeout=self.timeout())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         names = list(resp.feature_names)
@@ -89,9 +112,11 @@ class RemoteCandidateSource:
         self.timeout = timeout
 
     async def retrieve(self, user_id: str, history: list[str], exclude: list[str], n: int,
-                       attributes: dict[str, str], include_seen: bool) -> CandidateList:
+                       attributes: dict[str, str], include_seen: bool, version: str = "",
+                       quotas: dict[str, float] | None = None) -> CandidateList:
         req = candidates_pb2.RetrieveRequest(user_id=user_id, history=history, exclude_item_ids=exclude, n=n,
-                                             user_attributes=attributes, include_seen=include_seen)
+                                             user_attributes=attributes, include_seen=include_seen,
+                                             model_version=version, source_quotas=quotas or {})
         try:
             resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout())
         except grpc.RpcError as exc:
@@ -99,5 +124,6 @@ class RemoteCandidateSource:
         names = list(resp.score_names)
         scores = np.asarray(resp.scores, dtype=np.float32).reshape(len(resp.item_ids), len(names))
         return CandidateList(item_ids=list(resp.item_ids), score_names=names, scores=scores,
-                             source_masks=np.asarray(resp.source_masks, dtype=np.uint32),
-                             source_vocab=list(resp.source_names), model_version=resp.model_version)
+                             source_masks=np.asarray(resp.source_masks, dtype=np.uint64),
+                             source_vocab=list(resp.source_names), model_version=resp.model_version,
+                             relative_score_names=list(resp.relative_score_names))

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from feature_svc.storage import Event, FeatureStorage, StorageUnavailable
-from feature_svc.storage.redis_store import RedisStorage
 from recsys.feature_tables import FeatureTables
+from recsys.storage import Event, FeatureStorage, StorageUnavailable
+from recsys.storage.redis_store import RedisStorage
 
 CALLS: dict[str, Callable[[FeatureStorage], object]] = {
     "get_items": lambda s: s.get_items(["i1"]),
-    "get_users": lambda s: s.get_users(["u1"], max_history=5),
+    "get_users": lambda s: s.get_users(["u1"], history_limit=5),
     "record_events": lambda s: s.record_events([Event("u1", "i1")]),
     "last_update": lambda s: s.last_update(),
     "item_feature_names": lambda s: s.item_feature_names,

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from feature_svc.storage.embedded import EmbeddedStorage
 from recsys.feature_tables import FeatureTables
 from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
 from recsys.pipeline.model import ServingModel
@@ -19,6 +18,7 @@ from recsys.pipeline.recommend import PipelineConfig, recommend
 from recsys.pipeline.types import Recommendation, RecommendParams
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.storage.embedded import EmbeddedStorage
 
 
 class OfflineStack:
@@ -27,7 +27,8 @@ class OfflineStack:
         self.storage = EmbeddedStorage()
         self.storage.load(tables)
         self.pipeline = pipeline or PipelineConfig()
-        gen_cfg = generator or GeneratorConfig(n=self.pipeline.n_candidates)
+        gen_cfg = generator or GeneratorConfig(n=self.pipeline.n_candidates,
+                                               history_window=self.pipeline.history_window)
         self.generator = CandidateGenerator(art, gen_cfg)
         self.features = LocalFeatureSource(self.storage)
         self.candidates = LocalCandidateSource(self.generator, model.version)

@@ -1,6 +1,6 @@
 """The storage contract behind feature_svc: record types and the abstract `FeatureStorage`.
 
-Every backend must pass tests/feature_svc/test_storage_contract.py, so the server can swap the
+Every backend must pass tests/storage/test_storage_contract.py, so the server can swap the
 in-process store for Redis (shared by several replicas) without changing a line.
 """
 
@@ -58,6 +58,10 @@ class FeatureStorage(abc.ABC):
     Records returned by reads are copies: callers may mutate them without affecting the store.
     """
 
+    # True when calls answer in microseconds without I/O, so a server may call them on its event loop;
+    # a network backend is called from a worker thread instead.
+    in_process: bool = False
+
     @property
     @abc.abstractmethod
     def user_feature_names(self) -> list[str]:
@@ -76,10 +80,10 @@ class FeatureStorage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
+    def get_users(self, user_ids: Sequence[str], history_limit: int = 0) -> list[UserRecord | None]:
         """Records in request order, None for unknown ids.
 
-        max_history > 0 keeps only the most recent `max_history` items (still oldest first); 0 keeps all.
+        history_limit > 0 keeps only the most recent `history_limit` items (still oldest first); 0 keeps all.
         """
 
     @abc.abstractmethod
@@ -123,9 +127,9 @@ class FeatureStorage(abc.ABC):
         self.close()
 
 
-def check_max_history(max_history: int) -> int:
+def check_history_limit(history_limit: int) -> int:
     """Reject negative values early: they would silently mean 'drop the oldest' in slicing code."""
-    max_history = int(max_history)
-    if max_history < 0:
-        raise ValueError(f"max_history must be >= 0 (0 = whole history), got {max_history}")
-    return max_history
+    history_limit = int(history_limit)
+    if history_limit < 0:
+        raise ValueError(f"history_limit must be >= 0 (0 = whole history), got {history_limit}")
+    return history_limit

@@ -32,7 +32,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from feature_svc.storage.base import (
+from recsys.feature_tables import FeatureTables
+from recsys.storage.base import (
     ITEM_INTERACTIONS_FEATURE,
     USER_INTERACTIONS_FEATURE,
     Event,
@@ -41,9 +42,8 @@ from feature_svc.storage.base import (
     StorageError,
     StorageUnavailable,
     UserRecord,
-    check_max_history,
+    check_history_limit,
 )
-from recsys.feature_tables import FeatureTables
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +212,8 @@ class RedisStorage(FeatureStorage):
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
-        keep = check_max_history(max_history)
+    def get_users(self, user_ids: Sequence[str], history_limit: int = 0) -> list[UserRecord | None]:
+        keep = check_history_limit(history_limit)
         ids = list(user_ids)
         if not ids:
             return []

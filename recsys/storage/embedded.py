@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from feature_svc.storage.base import (
+from recsys.feature_tables import FeatureTables, gc_paused
+from recsys.storage.base import (
     ITEM_INTERACTIONS_FEATURE,
     USER_INTERACTIONS_FEATURE,
     Event,
     FeatureStorage,
     ItemRecord,
     UserRecord,
-    check_max_history,
+    check_history_limit,
 )
-from recsys.feature_tables import FeatureTables, gc_paused
 
 
 @dataclass
@@ -122,6 +122,8 @@ class EmbeddedStorage(FeatureStorage):
     being regrown.
     """
 
+    in_process = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state = _State.build(_empty_tables())
@@ -142,8 +144,8 @@ class EmbeddedStorage(FeatureStorage):
             self._state = state
             self._last_update = time.time()
 
-    def get_users(self, user_ids: Sequence[str], max_history: int = 0) -> list[UserRecord | None]:
-        keep = check_max_history(max_history)
+    def get_users(self, user_ids: Sequence[str], history_limit: int = 0) -> list[UserRecord | None]:
+        keep = check_history_limit(history_limit)
         user_ids = list(user_ids)
         with self._lock:
             s = self._state

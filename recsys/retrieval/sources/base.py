@@ -1,0 +1,164 @@
+"""The interface every candidate source implements, and the shared tables it works over.
+
+A source is one small module: its name, the score columns it contributes (and which of them the ranker
+should see relative to the request), its share of the candidate budget, how it is built from training
+data and saved in a bundle, and how it proposes and scores candidates for one request. The generator
+only merges what the configured sources return.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from recsys.feature_tables import FeatureTables
+    from recsys.training.config import TrainConfig
+
+
+@dataclass
+class Catalog:
+    """What every source and the ranker share: the items, their ALS embeddings and their categories."""
+
+    item_ids: np.ndarray            # str [I]; row i of every table is item_ids[i]
+    item_factors: np.ndarray        # float32 [I, f] ALS item embeddings (retrieval, ranker features, MMR)
+    item_categories: sp.csr_matrix  # float32 [I, C] one-hot categories
+    category_names: list[str]
+    source_dir: Path | None = None  # where the bundle's retrieval part was loaded from
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class TrainingData:
+    """What a source is built from: the interactions of one training run, encoded against the catalog."""
+
+    x: sp.csr_matrix                # binary users x items
+    user_codes: np.ndarray          # per interaction, in input order
+    item_codes: np.ndarray
+    timestamps: np.ndarray
+    tables: FeatureTables           # user attributes, histories, item metadata
+    catalog: Catalog
+    cfg: TrainConfig
+
+    @property
+    def item_counts(self) -> np.ndarray:
+        """Distinct users per item."""
+        return np.asarray(self.x.sum(axis=0)).ravel()
+
+
+@dataclass
+class SourceRequest:
+    """One user's retrieval request, as every source sees it."""
+
+    history: np.ndarray             # item indices, oldest first
+    recent: np.ndarray              # the most recent part, which drives history-based sources
+    attributes: dict[str, str]
+    depth: int                      # how many items a source should propose (survives seen-item filtering)
+
+    @property
+    def cold_user(self) -> bool:
+        return len(self.history) == 0
+
+
+@dataclass
+class Proposal:
+    """A source's answer: items best first (None = nothing to propose), and its score columns for any
+    merged candidate, whichever source proposed it (the ranker sees every source's view of every item)."""
+
+    ranked: np.ndarray | None
+    score: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+class CandidateSource(abc.ABC):
+    name: ClassVar[str]                         # also its bit name in RetrieveResponse.source_names
+    columns: ClassVar[tuple[str, ...]]          # score columns it contributes, in order
+    relative: ClassVar[tuple[str, ...]] = ()    # columns whose scale drifts with data: used per request
+    primary: ClassVar[str]                      # the column that orders its own list (evaluation's fusion)
+    quota: ClassVar[float] = 0.0                # default share of the budget for a user with history
+    cold_quota: ClassVar[float] = 0.0           # ... and for a user without
+
+    catalog: Catalog
+
+    @classmethod
+    @abc.abstractmethod
+    def build(cls, data: TrainingData) -> CandidateSource | None:
+        """Fit on training data (None when the data cannot support this source, e.g. no timestamps)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, directory: Path, meta: dict[str, Any], catalog: Catalog) -> CandidateSource | None:
+        """Read what `save` wrote (None when the bundle has no such table)."""
+
+    @abc.abstractmethod
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write its tables into the bundle's retrieval directory; returns entries for retrieval.json."""
+
+    def start(self, index: str) -> None:  # noqa: B027 - optional hook
+        """Build runtime structures (an ANN index, lookups) before serving; `index` is the ANN kind."""
+
+    @abc.abstractmethod
+    def propose(self, req: SourceRequest) -> Proposal:
+        """Candidates and their scores for one request."""
+
+
+@dataclass
+class SourceSet:
+    """The configured sources of a bundle, in merge order (bit i of a source mask = sources[i])."""
+
+    sources: list[CandidateSource] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+
+# -- helpers shared by the sources -----------------------------------------------------------------
+def top_positive(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n highest positive scores, best first (partial sort: catalogs can be large)."""
+    idx = np.argpartition(-scores, n)[:n] if n < len(scores) else np.arange(len(scores))
+    idx = idx[scores[idx] > 0]
+    return idx[np.argsort(-scores[idx], kind="stable")]
+
+
+def lookup(keys: np.ndarray, values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """values[k] for each item found in the sorted `keys`, 0 elsewhere."""
+    out = np.zeros(len(items), dtype=np.float32)
+    if len(keys) and len(items):
+        pos = np.searchsorted(keys, items).clip(0, len(keys) - 1)
+        hit = keys[pos] == items
+        out[hit] = values[pos[hit]]
+    return out
+
+
+def rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:
+    """1-based rank of each item in a source's ranked list, NaN where the source did not return it."""
+    out = np.full(len(items), np.nan, dtype=np.float32)
+    if ranked is None or not len(ranked) or not len(items):
+        return out
+    order = np.argsort(ranked, kind="stable")
+    pos = np.searchsorted(ranked[order], items).clip(0, len(ranked) - 1)
+    hit = ranked[order][pos] == items
+    out[hit] = order[pos[hit]] + 1
+    return out
+
+
+def accumulate(table: sp.csr_matrix, recent: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items reached, summed weights) over the history's rows of a neighbour table. A dense bincount over
+    the catalog is linear in the rows' entries (no sort), and the catalog-sized buffer costs far less than
+    sorting a few hundred thousand entries."""
+    rows = table[recent]
+    acc = np.bincount(rows.indices, weights=rows.data, minlength=n_items)
+    items = np.flatnonzero(acc)
+    return items, acc[items].astype(np.float32)
+
+
+def nan_column(items: np.ndarray) -> np.ndarray:
+    return np.full(len(items), np.nan, dtype=np.float32)

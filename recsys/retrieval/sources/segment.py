@@ -1,0 +1,83 @@
+"""User segments (attribute=value, e.g. age=30): the items most over-represented among a segment's users.
+
+The source for new users, who have attributes but no history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.retrieval.sources import register_source
+from recsys.retrieval.sources.base import CandidateSource, Catalog, Proposal, SourceRequest, TrainingData, nan_column
+
+MIN_SEGMENT_USERS = 5
+
+
+@register_source
+class SegmentSource(CandidateSource):
+    name = "segment"
+    columns = ("segment_score",)
+    relative = ("segment_score",)
+    primary = "segment_score"
+    quota = 0.05
+    cold_quota = 0.5
+
+    def __init__(self, catalog: Catalog, names: list[str], table: sp.csr_matrix):
+        self.catalog = catalog
+        self.names = names            # "attribute=value"
+        self.table = table            # float32 [S, I] top items per segment, scores in [0, 1]
+        self.row_of = {name: i for i, name in enumerate(names)}
+
+    @classmethod
+    def build(cls, data: TrainingData) -> SegmentSource:
+        """Per segment, its popular items boosted mildly by their lift over global popularity."""
+        x, top = data.x, data.cfg.segment_top
+        groups: dict[str, list[int]] = {}
+        for r, attrs in enumerate(data.tables.user_attributes):
+            for k, v in attrs.items():
+                groups.setdefault(f"{k}={v}", []).append(r)
+        names = sorted(g for g, rows in groups.items() if len(rows) >= MIN_SEGMENT_USERS)
+        glob = np.asarray(x.sum(axis=0)).ravel() + 1.0
+        glob = glob / glob.sum()
+        rows_out, cols_out, vals_out = [], [], []
+        for s, name in enumerate(names):
+            counts = np.asarray(x[groups[name]].sum(axis=0)).ravel()
+            share = (counts + 1.0) / (counts.sum() + len(counts))
+            score = counts * np.sqrt(share / glob)
+            k = min(top, int((score > 0).sum()))
+            if k == 0:
+                continue
+            idx = np.argpartition(-score, k - 1)[:k]
+            rows_out.append(np.full(k, s))
+            cols_out.append(idx)
+            vals_out.append(score[idx] / score[idx].max())
+        if not names or not rows_out:
+            return cls(data.catalog, names, sp.csr_matrix((len(names), x.shape[1]), dtype=np.float32))
+        table = sp.csr_matrix((np.concatenate(vals_out).astype(np.float32),
+                               (np.concatenate(rows_out), np.concatenate(cols_out))), shape=(len(names), x.shape[1]))
+        return cls(data.catalog, names, table)
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], catalog: Catalog) -> SegmentSource:
+        return cls(catalog, list(meta["segment_names"]), sp.load_npz(directory / "segments.npz").tocsr())
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        sp.save_npz(directory / "segments.npz", self.table)
+        return {"segment_names": self.names}
+
+    def scores(self, attributes: dict[str, str]) -> np.ndarray | None:
+        rows = [self.row_of[f"{k}={v}"] for k, v in attributes.items() if f"{k}={v}" in self.row_of]
+        if not rows:
+            return None
+        return np.asarray(self.table[rows].sum(axis=0)).ravel() / len(rows)
+
+    def propose(self, req: SourceRequest) -> Proposal:
+        seg = self.scores(req.attributes)
+        if seg is None:
+            return Proposal(None, lambda items: {"segment_score": nan_column(items)})
+        top = np.flatnonzero(seg > 0)
+        ranked = top[np.argsort(-seg[top], kind="stable")][: req.depth]
+        return Proposal(ranked, lambda items: {"segment_score": seg[items]})

@@ -1,0 +1,77 @@
+"""Every service setting, defined once: its name, default, allowed range, meaning and the services that
+read it. The services' settings dataclasses take their fields from here (`setting(name)`), the range
+checks use it, and tests/unit/test_settings_catalog.py checks the README's configuration table against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+N_CANDIDATES = 300      # candidates retrieved per request
+HISTORY_WINDOW = 500    # most recent history items that drive retrieval and features
+AFFINITY_WINDOW = 20    # most recent history items whose categories and embeddings feed affinity features
+DIVERSITY_LAMBDA = 0.8  # MMR λ (1 = no diversification)
+MMR_POOL = 100          # top candidates MMR re-ranks
+
+ALL = ("feature_svc", "candidate_svc", "ranker_svc")
+F, C, R = ("feature_svc",), ("candidate_svc",), ("ranker_svc",)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    services: tuple[str, ...]
+    range: tuple[float, float] | None = None    # inclusive
+    factory: Any = None                         # for list defaults
+
+
+_DEFS = [
+    Setting("host", "0.0.0.0", "address to bind (gRPC and metrics)", ALL),
+    Setting("port", 0, "gRPC port (ranker 50051, candidate 50052, feature 50053)", ALL, (0, 65535)),
+    Setting("metrics_port", 0, "Prometheus /metrics port, 0 = off (ranker 9101, candidate 9102, feature 9103)",
+            ALL, (0, 65535)),
+    Setting("bundle", None, "model bundle directory; repeat to hold several versions (the first is the default)",
+            ALL, factory=list),
+    Setting("registry", "", "model registry directory: hold its champion and live versions, follow changes "
+            "(instead of --bundle)", ALL),
+    Setting("reload_interval_s", 30.0, "how often to check the registry", ALL, (0.05, 86_400)),
+    Setting("default_version", "", "version served when a request names none (default: the first bundle or "
+            "the champion)", ALL),
+    Setting("storage", "embedded://", "feature storage URL: embedded:// or redis://host:port/db", F),
+    Setting("load_bundle", True, "load the bundle's tables into the store at start (off: a Redis store filled "
+            "by `recsys features load`)", F),
+    Setting("max_batch", 10_000, "largest id batch accepted in one call", F, (1, 10_000_000)),
+    Setting("index", "exact", "FAISS index: exact, hnsw or ivf", C),
+    Setting("n_candidates", N_CANDIDATES, "candidates retrieved per request (candidate_svc: when the request "
+            "asks for 0)", C + R, (1, 100_000)),
+    Setting("max_n", 5000, "largest number of candidates a request may ask for", C, (1, 1_000_000)),
+    Setting("max_request_history", 5000, "longest history accepted in a Retrieve request", C, (1, 10_000_000)),
+    Setting("max_exclude", 200_000, "most excluded ids per Retrieve request (the ranker excludes a user's whole "
+            "history)", C, (0, 100_000_000)),
+    Setting("history_window", HISTORY_WINDOW, "most recent history items that drive retrieval and features "
+            "(every seen item is still excluded)", C + R, (1, 10_000_000)),
+    Setting("affinity_window", AFFINITY_WINDOW, "most recent history items whose categories and embeddings "
+            "feed the affinity features", R, (1, 100_000)),
+    Setting("feature_addr", "127.0.0.1:50053", "feature_svc host:port", R),
+    Setting("candidate_addr", "127.0.0.1:50052", "candidate_svc host:port", R),
+    Setting("dependency_timeout_ms", 1000, "deadline of each call to feature_svc/candidate_svc (capped by the "
+            "caller's deadline)", R, (1, 600_000)),
+    Setting("diversity_lambda", DIVERSITY_LAMBDA, "default MMR λ (1 = no diversification)", R, (0.0, 1.0)),
+    Setting("mmr_pool", MMR_POOL, "top candidates considered by MMR", R, (1, 100_000)),
+    Setting("max_k", 200, "largest k a request may ask for", R, (1, 10_000)),
+]
+CATALOG: dict[str, Setting] = {s.name: s for s in _DEFS}
+RANGES = {s.name: s.range for s in _DEFS if s.range is not None}
+
+
+def setting(name: str, default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field for the catalog's setting `name` (a service may give its own default, e.g. a port)."""
+    s = CATALOG[name]
+    meta = {"help": s.help}
+    if s.factory is not None and default is dataclasses.MISSING:
+        return dataclasses.field(default_factory=s.factory, metadata=meta)
+    return dataclasses.field(default=s.default if default is dataclasses.MISSING else default, metadata=meta)
