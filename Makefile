@@ -37,10 +37,12 @@ demo: install
 
 test: install sysdeps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(VENV)/bin/recsys bench --items 100000 --json bench.json
