@@ -75,3 +75,18 @@ def setting(name: str, default: Any = dataclasses.MISSING) -> Any:
     if s.factory is not None and default is dataclasses.MISSING:
         return dataclasses.field(default_factory=s.factory, metadata=meta)
     return dataclasses.field(default=s.default if default is dataclasses.MISSING else default, metadata=meta)
+
+
+def markdown_table() -> str:
+    """The README's configuration table (tests/unit/test_settings_catalog.py keeps the two equal)."""
+    rows = ["| setting | services | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in _DEFS:
+        services = "all" if s.services == ALL else ", ".join(s.services)
+        if s.name in ("port", "metrics_port"):
+            default = "per service"
+        elif s.factory is not None or s.default == "":
+            default = "—"
+        else:
+            default = f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {services} | {default} | {s.help} |")
+    return "\n".join(rows)

@@ -83,9 +83,11 @@ class Server:
                 loop.add_signal_handler(sig, self._stop.set)
         if not self.port:
             await self.start()
-        await self._stop.wait()
-        await self.set_serving(False)
-        await self.server.stop(grace)
+        try:
+            await self._stop.wait()
+        finally:  # a signal, stop(), or the hosting task cancelled (services hosted in-process)
+            await self.set_serving(False)
+            await self.server.stop(grace)
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
