@@ -8,8 +8,14 @@ import pytest
 from recsys.bundle import read_metadata
 from recsys.client import RecommenderClient
 from recsys.cluster import start_cluster
-from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2, features_pb2_grpc
-from recsys.v1 import versions_pb2, versions_pb2_grpc
+from recsys.v1 import (
+    candidates_pb2,
+    candidates_pb2_grpc,
+    features_pb2,
+    features_pb2_grpc,
+    versions_pb2,
+    versions_pb2_grpc,
+)
 
 pytestmark = pytest.mark.integration
 

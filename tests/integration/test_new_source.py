@@ -27,7 +27,7 @@ from recsys.bundle import read_metadata
 from recsys.client import RecommenderClient
 from recsys.cluster import free_port
 from recsys.retrieval.sources import DEFAULT_SOURCES, register_source
-from recsys.retrieval.sources.base import Catalog, CandidateSource, Proposal, SourceRequest, TrainingData
+from recsys.retrieval.sources.base import CandidateSource, Catalog, Proposal, SourceRequest, TrainingData
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc
 
 pytestmark = pytest.mark.integration
