@@ -173,11 +173,15 @@ def _models_live(registry, op: str, version: str | None) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """Load a bundle's feature tables into a (shared) feature store, e.g. Redis before a rollout."""
-    from recsys.bundle import BundleError
-    from recsys.storage import StorageError, open_storage
+    from recsys.bundle import BundleError, read_metadata
+    from recsys.storage import StorageError, open_storage, version_namespace
     from recsys.storage.bundle_loader import load_bundle_features
 
-    storage = open_storage(args.storage)
+    try:  # each model version has its own namespace in a shared store, where feature_svc reads it
+        storage = open_storage(args.storage, namespace=version_namespace(read_metadata(Path(args.bundle)).version))
+    except BundleError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 2
     try:
         with console.status(f"loading {args.bundle} into {args.storage}"):
             version = load_bundle_features(storage, Path(args.bundle)).version

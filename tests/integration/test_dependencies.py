@@ -54,7 +54,10 @@ def test_features_load_command_fills_redis(small_bundle, redis_url):
                         "--storage", redis_url], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     tables = FeatureTables.load(small_bundle / "features")
-    store = open_storage(redis_url)
+    from recsys.bundle import read_metadata
+    from recsys.storage import version_namespace
+
+    store = open_storage(redis_url, namespace=version_namespace(read_metadata(small_bundle).version))
     try:
         item = store.get_items([str(tables.item_ids[0])])[0]
         assert item is not None and item.title == tables.item_titles[0]
