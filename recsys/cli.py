@@ -166,8 +166,8 @@ def _models_live(registry, op: str, version: str | None) -> int:
             return 2
         (registry.add_live if op == "add" else registry.remove_live)(version)
     champion, serving = registry.serving()
-    console.print(f"champion: {champion or '(none)'}; live: {', '.join(registry.live()) or '(none)'}")
-    console.print(f"every service holds: {', '.join(serving) or '(nothing)'}")
+    console.print(f"champion: {champion or '(none)'}; live: {', '.join(registry.live()) or '(none)'}", soft_wrap=True)
+    console.print(f"every service holds: {', '.join(serving) or '(nothing)'}", soft_wrap=True)
     return 0
 
 

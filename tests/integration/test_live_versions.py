@@ -95,3 +95,21 @@ def test_registry_live_set(small_bundle, other_bundle, tmp_path):
         reg.remove_live(v2)
     with pytest.raises(BundleError):
         reg.add_live("no-such-version")
+
+
+def test_models_live_command(small_bundle, other_bundle, tmp_path, capsys):
+    import shutil
+
+    from recsys.cli import main
+
+    root = tmp_path / "models"
+    root.mkdir()
+    for b in (small_bundle, other_bundle):
+        shutil.copytree(b, root / read_metadata(b).version)
+    v1, v2 = read_metadata(small_bundle).version, read_metadata(other_bundle).version
+    assert main(["models", "promote", v1, "--registry", str(root), "--force"]) == 0
+    assert main(["models", "live", "add", v2, "--registry", str(root)]) == 0
+    assert f"every service holds: {v1}, {v2}" in capsys.readouterr().out
+    assert main(["models", "live", "remove", v2, "--registry", str(root)]) == 0
+    assert main(["models", "live", "remove", v2, "--registry", str(root)]) == 2
+    assert main(["models", "live", "add", "--registry", str(root)]) == 2

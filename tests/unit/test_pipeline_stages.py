@@ -104,3 +104,17 @@ def test_config_overrides_per_call_and_cache_key():
     assert arm.diversity_lambda == 0.5 and arm.n_candidates == base.n_candidates
     assert arm.cache_key() == base.cache_key()  # λ is applied after the cacheable part
     assert base.override(n_candidates=100).cache_key() != base.cache_key()
+
+
+def test_featurize_gives_the_rankers_columns_and_score_one_value_per_candidate(stack):
+    cfg = PipelineConfig(n_candidates=40)
+    user = run(stages.fetch_user(stack.features, "u2"))
+    cands = run(stages.retrieve(stack.candidates, user, cfg, {}, False))
+    names, items, history = run(stages.fetch_items(stack.features, cands, user, cfg))
+    emb = stack.model.embeddings.lookup(cands.item_ids)
+    x = stages.featurize(stack.model, user, cands, names, items, history, emb)
+    assert x.shape == (40, len(stack.model.ranker.feature_names))
+    relative = stack.model.ranker.feature_names.index(f"{cands.relative_score_names[0]}_z")
+    assert np.isfinite(x[:, relative]).all()  # the source-declared relative columns are filled
+    scores = stages.score(stack.model, x)
+    assert scores.shape == (40,) and np.isfinite(scores).all()
