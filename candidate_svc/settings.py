@@ -23,3 +23,5 @@ class CandidateSettings:
     history_window: int = setting("history_window")
     max_request_history: int = setting("max_request_history")
     max_exclude: int = setting("max_exclude")
+    stream: str = setting("stream")
+    consumer_batch: int = setting("consumer_batch")

@@ -13,12 +13,15 @@ import numpy as np
 from grpc import aio
 
 from feature_svc.settings import FeatureSettings
-from recsys.bundle import verify_bundle
+from recsys.bundle import bundle_stream_position, verify_bundle
+from recsys.events.apply import FeatureApplier, group_name
+from recsys.events.consumers import VersionConsumers
 from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE
 from recsys.rpc.host import Component, Loaded, ServiceHost, VersionsServicer
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.storage import Event, FeatureStorage, StorageError, open_storage, version_namespace
 from recsys.storage.bundle_loader import load_bundle_features
+from recsys.stream import open_stream
 from recsys.v1 import features_pb2 as pb
 from recsys.v1 import features_pb2_grpc as pb_grpc
 from recsys.v1 import versions_pb2_grpc
@@ -29,9 +32,10 @@ UNVERSIONED = ""  # a store started without a bundle or registry: it has no vers
 
 
 class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
-    def __init__(self, max_batch: int = 10_000):
+    def __init__(self, max_batch: int = 10_000, on_change=None):
         self.max_batch = max_batch
-        self.versions: LiveVersions[FeatureStorage] = LiveVersions("feature_svc", on_retire=_close)
+        self.versions: LiveVersions[FeatureStorage] = LiveVersions("feature_svc", on_change=on_change,
+                                                                   on_retire=_close)
 
     async def _storage(self, version: str, context: aio.ServicerContext) -> tuple[str, FeatureStorage]:
         if not len(self.versions):
@@ -121,7 +125,7 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
                 if not value or len(value) > MAX_ID_LEN:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"events[{i}].{name} must be a non-empty id")
             events.append(Event(e.user_id, e.item_id, e.event or "view", e.value or 1.0,
-                                e.timestamp or int(time.time())))
+                                e.timestamp or int(time.time()), e.event_id))
         if not len(self.versions):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "feature_svc has no features loaded yet")
         default = self.versions.default_version
@@ -129,7 +133,8 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         try:  # every live version keeps its own histories: each must hear every event
             for version in self.versions.versions():
                 _, storage = self.versions.get(version)
-                applied = await self._call(storage, storage.record_events, events)
+                # a worker thread even for the in-process store: a big batch must never stall reads
+                applied = await asyncio.to_thread(storage.record_events, events)
                 if version == default:
                     n = applied
                     FEATURE_LAST_UPDATE.set(storage.last_update())
@@ -148,6 +153,8 @@ def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStora
     `recsys features load` filled; a store not holding the version yet is retried on the next poll."""
     meta = verify_bundle(bundle)
     storage = open_storage(settings.storage, namespace=version_namespace(meta.version))
+    storage.history_cap = settings.max_history
+    storage.stream_start = bundle_stream_position(bundle)  # where this version's consumer starts
     try:
         if settings.load_bundle:
             load_bundle_features(storage, bundle)
@@ -162,20 +169,34 @@ def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStora
     return Loaded(meta.version, meta.created, storage)
 
 
+def feature_consumers(settings: FeatureSettings) -> VersionConsumers[FeatureStorage]:
+    """The online-features consumer of every live version: events on the stream become history,
+    counters, new items and user attributes in that version's store."""
+    return VersionConsumers(
+        open_stream(settings.stream), "features",
+        handler=lambda version, storage: FeatureApplier(storage, group_name("features", version)),
+        start=lambda version, storage: getattr(storage, "stream_start", "begin"),
+        replay=lambda storage: storage.in_process, batch=settings.consumer_batch)
+
+
 async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -> None:
-    servicer = FeatureStoreServicer(settings.max_batch)
+    consumers = feature_consumers(settings)
+    servicer = FeatureStoreServicer(settings.max_batch, on_change=consumers.sync)
     host = ServiceHost("feature_svc", settings.host, settings.port, settings.metrics_port)
     host.add(pb_grpc.add_FeatureStoreServicer_to_server, servicer, "recsys.v1.FeatureStore")
     component = None
     if settings.bundle or settings.registry:
         component = Component("feature_svc", lambda path: load_version(path, settings), servicer.versions)
     else:
-        servicer.versions.add(UNVERSIONED, open_storage(settings.storage))
+        storage = open_storage(settings.storage)
+        storage.history_cap = settings.max_history
+        servicer.versions.add(UNVERSIONED, storage)
         host.add(versions_pb2_grpc.add_ModelVersionsServicer_to_server,
                  VersionsServicer("feature_svc", servicer.versions), "recsys.v1.ModelVersions")
     try:
         await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
                        settings.default_version, ready)
     finally:
+        consumers.close()
         for version in servicer.versions.versions():
             _close(servicer.versions.get(version)[1])

@@ -20,3 +20,6 @@ class FeatureSettings:
     storage: str = setting("storage")
     load_bundle: bool = setting("load_bundle")
     max_batch: int = setting("max_batch")
+    max_history: int = setting("max_history")
+    stream: str = setting("stream")
+    consumer_batch: int = setting("consumer_batch")

@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from recsys.bench_feedback import start_redis
+from recsys.bench_report import feedback_report
 from recsys.bundle import BundleError, read_metadata
 from recsys.cluster import Cluster, start_cluster
 from recsys.data.spec import load_dataset
@@ -84,7 +86,19 @@ def stage_report(cluster: Cluster) -> dict[str, float]:
 def run_bench(args: argparse.Namespace, console: Console) -> int:
     bundle, users = ensure_bundle(args, console)
     rng = random.Random(0)
-    with start_cluster(bundle, port=0, index=args.index) as cluster:
+    redis = start_redis(str(Path(args.workdir).resolve())) if args.feedback else None
+    stream = redis[1] + "?key=bench:events" if redis else None
+    try:
+        return _run(args, console, bundle, users, rng, stream)
+    finally:
+        if redis:
+            redis[0].kill()
+
+
+def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[str], rng: random.Random,
+         stream: str | None) -> int:
+    feedback: dict = {}
+    with start_cluster(bundle, port=0, index=args.index, stream=stream) as cluster:
         seq_users = [rng.choice(users) for _ in range(args.requests)]
         sequential(cluster.target, seq_users[:50])  # warm-up
         lat, seq_errors = sequential(cluster.target, seq_users)
@@ -93,12 +107,15 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
         stages = stage_report(cluster)
         load = concurrent(cluster.target, [rng.choice(users) for _ in range(5000)],
                           concurrency=args.concurrency, duration=args.duration)
+        if args.feedback:
+            feedback = feedback_report(cluster, bundle, users, rng, stream or "file (embedded log)", console)
         memory = {name: rss_mb(s.proc.pid) for name, s in cluster.services.items()}
     meta = read_metadata(bundle)
     result = {
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
+        "feedback": feedback,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):

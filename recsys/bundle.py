@@ -37,6 +37,9 @@ class BundleMetadata:
     parent: str | None = None
     notes: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    # The last event-stream entry the training data included (`recsys events export`); the serving
+    # consumers of this version apply only what came after it. None: trained without the stream.
+    stream_position: str | None = None
 
     @staticmethod
     def new_version(created: float) -> str:
@@ -62,6 +65,11 @@ def read_metadata(directory: Path) -> BundleMetadata:
         if not (Path(directory) / part).is_dir():
             raise BundleError(f"{directory}: incomplete bundle, {part}/ is missing")
     return meta
+
+
+def bundle_stream_position(directory: Path) -> str:
+    """Where a version's stream consumers start: after the events its training saw, else the beginning."""
+    return read_metadata(directory).stream_position or "begin"
 
 
 CHECKSUMS = "checksums.json"

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from recsys.cli_events import add_commands as add_event_commands
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
 
@@ -29,6 +30,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load(args.dataset)
     console.print(f"dataset {ds.name}: {len(ds.interactions):,} interactions, "
                   f"{ds.interactions['user_id'].nunique():,} users, {ds.interactions['item_id'].nunique():,} items")
+    stream_position = None
+    if args.events:
+        from recsys.events.export import merge_events
+
+        ds, stream_position = merge_events(ds, Path(args.events))
+        console.print(f"with the stream events of {args.events} (up to position {stream_position}): "
+                      f"{len(ds.interactions):,} interactions")
     for note in ds.notes:
         console.print(f"  cleaning: {note}")
     version, parent, out = None, None, Path(args.out or "")
@@ -40,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         registry.root.mkdir(parents=True, exist_ok=True)
         version = BundleMetadata.new_version(time.time())
         parent, out = registry.champion(), registry.path(version)
-    meta = train(ds, out, cfg, dataset_spec=args.dataset, parent=parent, version=version)
+    meta = train(ds, out, cfg, dataset_spec=args.dataset, parent=parent, version=version,
+                 stream_position=stream_position)
     table = Table(title=f"bundle {meta.version} -> {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -66,7 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     with console.status("starting feature_svc, candidate_svc, ranker_svc"):
         cluster = start_cluster([Path(b) for b in args.bundle] if args.bundle else None, args.port,
                                 registry=Path(args.registry) if args.registry else None,
-                                reload_interval=args.reload_interval, storage=args.storage, index=args.index)
+                                reload_interval=args.reload_interval, storage=args.storage, index=args.index,
+                                stream=_absolute_stream(args.stream))
     try:
         for svc in cluster.services.values():
             console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
@@ -83,6 +93,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
     console.print("stopped")
     return 0
+
+
+def _absolute_stream(url: str) -> str:
+    """A relative file:// stream means relative to where `recsys up` was started."""
+    if url.startswith("file://") and not url.startswith("file:///"):
+        return "file://" + str(Path(url[len("file://"):]).resolve())
+    return url
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -213,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--registry", help="model registry directory: write a new candidate version into it")
     t.add_argument("--config", help="training config (YAML/JSON), e.g. the output of `recsys tune`")
     t.add_argument("--seed", type=int)
+    t.add_argument("--events", help="also train on events exported from the stream (`recsys events export`)")
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("up", help="start the three services on loopback")
@@ -223,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
     u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
     u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
+    u.add_argument("--stream", default="file://recsys-data/events",
+                   help="event stream URL: file://DIR (embedded, survives restarts) or redis://host:port/db")
     u.set_defaults(func=cmd_up)
 
     r = sub.add_parser("recommend", help="call Recommend and print a table")
@@ -249,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--duration", type=float, default=20.0, help="seconds of the throughput run")
     b.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
     b.add_argument("--json", default="bench.json")
+    b.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure Feedback/Send ingestion, event-to-visible latency, the cache and exposures")
     b.add_argument("--workdir", default="bundles")
     b.set_defaults(func=cmd_bench)
 
@@ -289,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--seed", type=int, default=42)
     tu.add_argument("--config", help="base training config to start the search from (YAML/JSON)")
     tu.set_defaults(func=cmd_tune)
+    add_event_commands(sub)
     return p
 
 

@@ -107,9 +107,10 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
                   reload_interval: float = 30.0, feature_port: int = 0, candidate_port: int = 0,
                   metrics: bool = True, storage: str = "embedded://", index: str = "exact",
                   extra: dict[str, list[str]] | None = None, timeout: float = 120.0,
-                  log_dir: Path | None = None) -> Cluster:
+                  log_dir: Path | None = None, stream: str | None = None) -> Cluster:
     """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port), serving
     `bundle` (one or several versions), or the champion of `registry` with hot swaps on promotion.
+    All three share the event stream `stream` (default: a fresh embedded log in the log directory).
 
     The services are stopped by Linux when the *thread* that started them exits, so call this from a
     thread that outlives the cluster (normally the main thread)."""
@@ -119,6 +120,7 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="recsys-cluster-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
+    stream = stream or f"file://{(log_dir / 'events').resolve()}"
     cluster = Cluster(log_dir=log_dir)
     ports = {"feature_svc": feature_port or free_port(), "candidate_svc": candidate_port or free_port(),
              "ranker_svc": port or free_port()}
@@ -129,10 +131,10 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
         # every service holds every version: a request pinned to one is answered by it end to end
         source = ranker_source = [x for b in bundles for x in ("--bundle", str(b))]
     args = {
-        "feature_svc": [*source, "--storage", storage],
-        "candidate_svc": [*source, "--index", index],
+        "feature_svc": [*source, "--storage", storage, "--stream", stream],
+        "candidate_svc": [*source, "--index", index, "--stream", stream],
         "ranker_svc": [*ranker_source, "--feature-addr", f"127.0.0.1:{ports['feature_svc']}",
-                       "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}"],
+                       "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}", "--stream", stream],
     }
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

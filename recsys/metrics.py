@@ -50,6 +50,38 @@ FEATURE_EVENTS = Counter(
     "recsys_feature_events_total", "Interaction events applied to the feature store.")
 
 
+# -- the event stream, its consumers, exposures and the per-user cache (issue 9) ----------------------
+FEEDBACK_EVENTS = Counter(
+    "recsys_feedback_events_total",
+    "Events received by Feedback/Send, by outcome: accepted, duplicate or rejected.", ["outcome"])
+STREAM_APPEND_FAILURES = Counter(
+    "recsys_stream_append_failures_total",
+    "Appends the event stream could not persist (Send answered UNAVAILABLE, or exposures dropped).", ["producer"])
+EXPOSURES = Counter(
+    "recsys_exposures_total", "Recommend responses logged to the event stream as exposures.")
+EXPOSURES_DROPPED = Counter(
+    "recsys_exposures_dropped_total",
+    "Exposures not logged, by reason: queue_full (the bounded queue overflowed) or stream_error.", ["reason"])
+CONSUMER_LAG = Gauge(
+    "recsys_stream_consumer_lag", "Entries of the event stream a consumer group has not acknowledged yet.",
+    ["group"])
+CONSUMER_APPLIED = Counter(
+    "recsys_stream_consumer_applied_total", "Stream entries a consumer group applied and acknowledged.", ["group"])
+DEAD_LETTERS = Counter(
+    "recsys_stream_dead_letters_total",
+    "Stream entries moved to the dead-letter stream after repeated failures, by consumer group.", ["group"])
+EVENT_VISIBLE = Histogram(
+    "recsys_event_visible_seconds",
+    "Time from an event's acceptance by the stream to its effect being visible, by consumer group.",
+    ["group"], buckets=LATENCY_BUCKETS)
+CACHE_REQUESTS = Counter(
+    "recsys_cache_requests_total",
+    "Per-user list cache lookups, by result: hit, miss, expired (TTL) or invalidated (new interactions).",
+    ["result"])
+CACHE_INVALIDATIONS = Counter(
+    "recsys_cache_invalidations_total", "Cached lists dropped because the user interacted N times since.")
+
+
 _served: dict[tuple[str, str], str] = {}
 
 

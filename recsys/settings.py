@@ -63,6 +63,22 @@ _DEFS = [
     Setting("diversity_lambda", DIVERSITY_LAMBDA, "default MMR λ (1 = no diversification)", R, (0.0, 1.0)),
     Setting("mmr_pool", MMR_POOL, "top candidates considered by MMR", R, (1, 100_000)),
     Setting("max_k", 200, "largest k a request may ask for", R, (1, 10_000)),
+    Setting("stream", "file://recsys-data/events", "event stream URL: file://DIR (embedded durable log) or "
+            "redis://host:port/db?key=recsys:events (Redis Streams)", ALL),
+    Setting("consumer_batch", 500, "stream entries a consumer applies per step", F + C + R, (1, 100_000)),
+    Setting("max_history", 1000, "longest history an event can grow (oldest items dropped, counters kept)", F,
+            (1, 10_000_000)),
+    Setting("max_send_batch", 10_000, "most events in one Feedback/Send call", R, (1, 1_000_000)),
+    Setting("exposures", True, "log every Recommend response on the stream as an exposure", R),
+    Setting("exposure_queue", 10_000, "exposures buffered for the stream; beyond it they are dropped and "
+            "counted", R, (1, 10_000_000)),
+    Setting("cache", "memory://?max_entries=100000", "per-user list cache: memory://?max_entries=N, "
+            "redis://host:port/db, or none", R),
+    Setting("cache_ttl_s", 900.0, "a cached list expires after this many seconds", R, (0.001, 86_400 * 30)),
+    Setting("cache_max_new", 10, "a cached list is recomputed after the user's N-th new interaction", R,
+            (1, 1_000_000)),
+    Setting("cache_depth", 50, "items computed and cached per list (a request for more computes more)", R,
+            (1, 10_000)),
 ]
 CATALOG: dict[str, Setting] = {s.name: s for s in _DEFS}
 RANGES = {s.name: s.range for s in _DEFS if s.range is not None}

@@ -17,6 +17,11 @@ from recsys.feature_tables import FeatureTables
 # Feature names that record_events increments by 1 per applied event, when the tables define them.
 USER_INTERACTIONS_FEATURE = "user_n_interactions"
 ITEM_INTERACTIONS_FEATURE = "item_n_interactions"
+# Longest history an event can grow (oldest items dropped, counters kept): one user sending endless
+# events must not grow a record, or the work of every read of it, without bound.
+HISTORY_CAP = 1000
+# How long an applied event id is remembered, so a redelivered event changes nothing.
+APPLIED_TTL_S = 7 * 86_400
 
 
 class StorageError(RuntimeError):
@@ -50,6 +55,7 @@ class Event:
     event: str = "view"
     value: float = 1.0
     timestamp: int = 0  # unix seconds, as sent by the client; not used for ordering
+    event_id: str = ""  # idempotency key: an id already applied is skipped ("" = no check)
 
 
 class FeatureStorage(abc.ABC):
@@ -61,6 +67,8 @@ class FeatureStorage(abc.ABC):
     # True when calls answer in microseconds without I/O, so a server may call them on its event loop;
     # a network backend is called from a worker thread instead.
     in_process: bool = False
+    # Appending beyond this many items drops the oldest (bulk loads are kept as trained).
+    history_cap: int = HISTORY_CAP
 
     @property
     @abc.abstractmethod
@@ -97,8 +105,21 @@ class FeatureStorage(abc.ABC):
         Per event: the item moves to (or is appended at) the end of the user's history, unknown users
         are created with zero features, and `user_n_interactions` / `item_n_interactions` are
         incremented when those features exist. Unknown items still enter the history (the catalogue
-        may catch up later) but get no item record. Events with an empty user or item id are skipped.
+        may catch up later) but get no item record. Events with an empty user or item id are skipped,
+        and so are events whose non-empty `event_id` was applied before (since the last load, within
+        APPLIED_TTL_S): applying a batch twice changes nothing. A history longer than `history_cap`
+        loses its oldest items.
         """
+
+    @abc.abstractmethod
+    def upsert_items(self, items: Sequence[ItemRecord]) -> int:
+        """Create items (with the given values) or, for known ones, replace title and categories and keep
+        their values (counters); returns how many were written. Idempotent."""
+
+    @abc.abstractmethod
+    def upsert_users(self, users: Sequence[tuple[str, dict[str, str]]]) -> int:
+        """Create users (zero features, empty history) or merge the given attributes into known ones;
+        returns how many were written. Idempotent."""
 
     @abc.abstractmethod
     def last_update(self) -> float:

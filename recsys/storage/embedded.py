@@ -16,12 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from recsys.feature_tables import FeatureTables, gc_paused
 from recsys.storage.base import (
+    APPLIED_TTL_S,
     ITEM_INTERACTIONS_FEATURE,
     USER_INTERACTIONS_FEATURE,
     Event,
@@ -51,6 +52,7 @@ class _State:
     item_hash_order: np.ndarray | None  # row of each sorted hash
     user_counter: int | None  # column of user_n_interactions, if present
     item_counter: int | None
+    applied: dict[str, float] = field(default_factory=dict)  # event id -> when applied, oldest first
 
     @classmethod
     def build(cls, t: FeatureTables) -> _State:
@@ -112,6 +114,37 @@ class _State:
         self.user_history.append([])
         self.user_attributes.append({})
         return row
+
+    def add_item(self, rec: ItemRecord) -> None:
+        """Append one item; rebuilds the id arrays (O(I)), fine for the trickle of new catalogue items."""
+        row = len(self.item_ids)
+        values = np.zeros(len(self.item_feature_names), dtype=np.float32)
+        values[: min(len(rec.values), len(values))] = rec.values[: len(values)]
+        self.item_values = np.vstack([self.item_values.reshape(row, len(values)), values[None, :]])
+        self.item_ids = np.append(self.item_ids, np.array([rec.item_id], dtype=object))
+        self.item_categories = np.append(self.item_categories, np.array([None], dtype=object))
+        self.item_categories[row] = tuple(rec.categories)
+        self.item_titles = np.append(self.item_titles, np.array([rec.title], dtype=object))
+        self.item_index[rec.item_id] = row
+        if self.item_hash_sorted is not None and self.item_hash_order is not None:
+            h = _hash(rec.item_id)
+            pos = int(np.searchsorted(self.item_hash_sorted, h))
+            if pos < len(self.item_hash_sorted) and self.item_hash_sorted[pos] == h:
+                self.item_hash_sorted = self.item_hash_order = None  # a clash: the dict index takes over
+            else:
+                self.item_hash_sorted = np.insert(self.item_hash_sorted, pos, h)
+                self.item_hash_order = np.insert(self.item_hash_order, pos, row)
+
+    def seen(self, event_id: str, now: float) -> bool:
+        """Whether `event_id` was applied within APPLIED_TTL_S; otherwise remember it (and forget expired ids)."""
+        if event_id in self.applied:
+            return True
+        self.applied[event_id] = now
+        if len(self.applied) % 1024 == 0:  # amortised expiry: the dict is in insertion (time) order
+            cutoff = now - APPLIED_TTL_S
+            for k in [k for k, t in zip(self.applied, self.applied.values(), strict=True) if t < cutoff]:
+                del self.applied[k]
+        return False
 
 
 class EmbeddedStorage(FeatureStorage):
@@ -176,28 +209,60 @@ class EmbeddedStorage(FeatureStorage):
 
     def record_events(self, events: Sequence[Event]) -> int:
         applied = 0
+        events = list(events)
+        cap = max(1, int(self.history_cap))
+        # The lock is released between chunks: a huge batch never stalls concurrent reads for long.
+        for start in range(0, len(events), _EVENTS_PER_LOCK):
+            with self._lock:
+                s, now = self._state, time.time()
+                for ev in events[start:start + _EVENTS_PER_LOCK]:
+                    user_id, item_id = ev.user_id, ev.item_id
+                    if not user_id or not item_id or (ev.event_id and s.seen(ev.event_id, now)):
+                        continue
+                    row = s.user_index.get(user_id)
+                    if row is None:
+                        row = s.add_user(user_id)
+                    if s.user_counter is not None:
+                        s.user_values[row, s.user_counter] += 1.0
+                    history = s.user_history[row]
+                    if item_id in history:
+                        history.remove(item_id)  # an item occurs at most once in a history
+                    history.append(item_id)
+                    if len(history) > cap:
+                        del history[: len(history) - cap]
+                    item_row = s.item_index.get(item_id)
+                    if item_row is not None and s.item_counter is not None:
+                        s.item_values[item_row, s.item_counter] += 1.0
+                    applied += 1
+                if applied:
+                    self._last_update = now
+        return applied
+
+    def upsert_items(self, items: Sequence[ItemRecord]) -> int:
         with self._lock:
             s = self._state
-            for ev in events:
-                user_id, item_id = ev.user_id, ev.item_id
-                if not user_id or not item_id:
-                    continue
+            for rec in items:
+                row = s.item_index.get(rec.item_id)
+                if row is None:
+                    s.add_item(rec)
+                else:
+                    s.item_categories[row] = tuple(rec.categories)
+                    s.item_titles[row] = rec.title
+            if items:
+                self._last_update = time.time()
+        return len(items)
+
+    def upsert_users(self, users: Sequence[tuple[str, dict[str, str]]]) -> int:
+        with self._lock:
+            s = self._state
+            for user_id, attributes in users:
                 row = s.user_index.get(user_id)
                 if row is None:
                     row = s.add_user(user_id)
-                if s.user_counter is not None:
-                    s.user_values[row, s.user_counter] += 1.0
-                history = s.user_history[row]
-                if item_id in history:
-                    history[:] = [h for h in history if h != item_id]
-                history.append(item_id)
-                item_row = s.item_index.get(item_id)
-                if item_row is not None and s.item_counter is not None:
-                    s.item_values[item_row, s.item_counter] += 1.0
-                applied += 1
-            if applied:
+                s.user_attributes[row].update(attributes)
+            if users:
                 self._last_update = time.time()
-        return applied
+        return len(users)
 
     def last_update(self) -> float:
         return self._last_update
@@ -208,6 +273,8 @@ class EmbeddedStorage(FeatureStorage):
     def close(self) -> None:
         pass
 
+
+_EVENTS_PER_LOCK = 256  # events applied per lock hold (about a millisecond with capped histories)
 
 # Indirection so a test can force hash collisions and exercise the dict fallback.
 _hash = hash

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis
@@ -34,6 +32,7 @@ from redis.retry import Retry
 
 from recsys.feature_tables import FeatureTables
 from recsys.storage.base import (
+    APPLIED_TTL_S,
     ITEM_INTERACTIONS_FEATURE,
     USER_INTERACTIONS_FEATURE,
     Event,
@@ -44,45 +43,17 @@ from recsys.storage.base import (
     UserRecord,
     check_history_limit,
 )
+from recsys.storage.redis_codec import HEADER, dump_json, glob_escape, is_gen, pack_rows, redact, unpack_many
+from recsys.storage.redis_scripts import RECORD_EVENTS, UPSERT
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<I")  # number of float32 values that follow
 _MAX_ATTEMPTS = 8  # a read retried this often only under back-to-back reloads (seconds apart in practice)
 _LOAD_KEYS_PER_MSET = 1000
 _LOAD_COMMANDS_PER_ROUND_TRIP = 50
 _HISTORY_ITEMS_PER_RPUSH = 10_000
 _EVENTS_PER_SCRIPT = 500  # bounds how long one script call blocks the server
-
-# Applies a batch of events atomically: checks the generation (returns -1 if stale so the client
-# can retry against the new one), then per event creates the user, bumps float32 counters in place
-# and moves the item to the end of the history list.
-# KEYS: current, last_update, then (user, history, item) per event.
-# ARGV: generation, user counter byte offset or -1, item counter byte offset or -1,
-#       packed blank user, now, then the item id per event.
-_RECORD_EVENTS_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local uoff = tonumber(ARGV[2])
-local ioff = tonumber(ARGV[3])
-local function bump(key, off)
-  local b = redis.call('GETRANGE', key, off, off + 3)
-  if #b == 4 then
-    redis.call('SETRANGE', key, off, struct.pack('<f', struct.unpack('<f', b) + 1))
-  end
-end
-local n = (#KEYS - 2) / 3
-for k = 0, n - 1 do
-  local ukey, hkey, ikey, item = KEYS[3 + 3 * k], KEYS[4 + 3 * k], KEYS[5 + 3 * k], ARGV[6 + k]
-  if redis.call('EXISTS', ukey) == 0 then redis.call('SET', ukey, ARGV[4]) end
-  if uoff >= 0 then bump(ukey, uoff) end
-  redis.call('LREM', hkey, 0, item)
-  redis.call('RPUSH', hkey, item)
-  if ioff >= 0 and redis.call('EXISTS', ikey) == 1 then bump(ikey, ioff) end
-end
-redis.call('SET', KEYS[2], ARGV[5])
-return n
-"""
-
+_UPSERTS_PER_SCRIPT = 500
 
 @dataclass(frozen=True)
 class _View:
@@ -95,7 +66,7 @@ class _View:
 
     def counter_offset(self, names: list[str], name: str) -> int:
         """Byte offset of a counter inside a packed record, -1 when the feature does not exist."""
-        return _HEADER.size + 4 * names.index(name) if name in names else -1
+        return HEADER.size + 4 * names.index(name) if name in names else -1
 
 
 class RedisStorage(FeatureStorage):
@@ -110,7 +81,7 @@ class RedisStorage(FeatureStorage):
                  read_timeout: float = 1.0, retries: int = 1) -> None:
         self.url = url
         self.namespace = namespace
-        self._safe_url = _redact(url)
+        self._safe_url = redact(url)
         self._client = redis.Redis.from_url(
             url,
             socket_connect_timeout=connect_timeout,
@@ -121,7 +92,8 @@ class RedisStorage(FeatureStorage):
         self._current_key = f"{namespace}:current"
         self._seq_key = f"{namespace}:seq"
         self._last_update_key = f"{namespace}:last_update"
-        self._record_script = self._client.register_script(_RECORD_EVENTS_LUA)
+        self._record_script = self._client.register_script(RECORD_EVENTS)
+        self._upsert_script = self._client.register_script(UPSERT)
         self._view: _View | None = None
 
     def __repr__(self) -> str:
@@ -156,7 +128,7 @@ class RedisStorage(FeatureStorage):
                 # Best effort: do not leak a half-written generation, but never delete it if the switch
                 # went through and only its reply was lost (e.g. a read timeout after EXEC).
                 with suppress(redis.exceptions.RedisError):
-                    if not _is(self._client.get(self._current_key), gen):
+                    if not is_gen(self._client.get(self._current_key), gen):
                         self._delete_prefix(prefix)
                 raise
             self._refresh_view()
@@ -184,13 +156,13 @@ class RedisStorage(FeatureStorage):
             for start in range(0, len(ids), step):  # packed per chunk: peak memory stays one chunk
                 end = start + step
                 keys = [prefix + tag + k for k in ids[start:end]]
-                pipe.mset(dict(zip(keys, _pack_rows(values[start:end], payloads[start:end]), strict=True)))
+                pipe.mset(dict(zip(keys, pack_rows(values[start:end], payloads[start:end]), strict=True)))
                 flush_if_full()
         for user_id, history in zip(t.user_ids.tolist(), t.user_history, strict=True):
             for start in range(0, len(history), _HISTORY_ITEMS_PER_RPUSH):
                 pipe.rpush(prefix + "h:" + user_id, *history[start:start + _HISTORY_ITEMS_PER_RPUSH])
                 flush_if_full()
-        pipe.set(prefix + "meta", _json({
+        pipe.set(prefix + "meta", dump_json({
             "user_feature_names": t.user_feature_names,
             "item_feature_names": t.item_feature_names,
             "created_at": t.created_at,
@@ -202,7 +174,7 @@ class RedisStorage(FeatureStorage):
     def _delete_prefix(self, prefix: str) -> None:
         """UNLINK every key under `prefix` (SCAN-based, so the server never blocks on a huge KEYS)."""
         batch: list[bytes] = []
-        for key in self._client.scan_iter(match=_glob_escape(prefix) + "*", count=5000):
+        for key in self._client.scan_iter(match=glob_escape(prefix) + "*", count=5000):
             batch.append(key)
             if len(batch) >= 5000:
                 self._client.unlink(*batch)
@@ -230,8 +202,8 @@ class RedisStorage(FeatureStorage):
                     tx.lrange(view.prefix + "h:" + u, start, -1)
                 tx.get(self._current_key)
                 replies = tx.execute()
-                if _is(replies[-1], view.gen):
-                    decoded = _unpack_many(replies[0], len(view.user_feature_names))
+                if is_gen(replies[-1], view.gen):
+                    decoded = unpack_many(replies[0], len(view.user_feature_names))
                     return [UserRecord(user_id, d[0], [h.decode() for h in history], d[1]) if d else None
                             for user_id, d, history in zip(ids, decoded, replies[1:-1], strict=True)]
                 self._refresh_view()
@@ -250,8 +222,8 @@ class RedisStorage(FeatureStorage):
                 pipe.mget([view.prefix + "i:" + i for i in ids])
                 pipe.get(self._current_key)  # after the MGET: see the module docstring
                 blobs, current = pipe.execute()
-                if _is(current, view.gen):
-                    decoded = _unpack_many(blobs, len(view.item_feature_names))
+                if is_gen(current, view.gen):
+                    decoded = unpack_many(blobs, len(view.item_feature_names))
                     return [ItemRecord(item_id, d[0], d[1][0], d[1][1]) if d else None
                             for item_id, d in zip(ids, decoded, strict=True)]
                 self._refresh_view()
@@ -260,7 +232,7 @@ class RedisStorage(FeatureStorage):
     # -- writes ----------------------------------------------------------------------------------
 
     def record_events(self, events: Sequence[Event]) -> int:
-        valid = [(ev.user_id, ev.item_id) for ev in events if ev.user_id and ev.item_id]
+        valid = [(ev.user_id, ev.item_id, ev.event_id) for ev in events if ev.user_id and ev.item_id]
         chunks = [valid[i:i + _EVENTS_PER_SCRIPT] for i in range(0, len(valid), _EVENTS_PER_SCRIPT)]
         applied = 0
         with self._errors("record_events"):
@@ -280,25 +252,74 @@ class RedisStorage(FeatureStorage):
                     self._refresh_view()
         raise StorageError(f"Redis at {self._safe_url}: generation kept changing during record_events")
 
-    def _apply_events(self, view: _View, chunk: list[tuple[str, str]]) -> int:
+    def _apply_events(self, view: _View, chunk: list[tuple[str, str, str]]) -> int:
         """One EVALSHA per chunk (called directly: a pipelined script costs a SCRIPT EXISTS round trip)."""
         p = view.prefix
         keys = [self._current_key, self._last_update_key]
-        for user_id, item_id in chunk:
-            keys += (p + "u:" + user_id, p + "h:" + user_id, p + "i:" + item_id)
-        width = len(view.user_feature_names)
-        args = [view.gen,
-                view.counter_offset(view.user_feature_names, USER_INTERACTIONS_FEATURE),
-                view.counter_offset(view.item_feature_names, ITEM_INTERACTIONS_FEATURE),
-                _HEADER.pack(width) + bytes(4 * width) + b"{}", repr(time.time()),
-                *(item_id for _, item_id in chunk)]
+        args: list[Any] = [view.gen,
+                           view.counter_offset(view.user_feature_names, USER_INTERACTIONS_FEATURE),
+                           view.counter_offset(view.item_feature_names, ITEM_INTERACTIONS_FEATURE),
+                           self._blank_user(view), repr(time.time()), max(1, int(self.history_cap)),
+                           int(APPLIED_TTL_S)]
+        for user_id, item_id, event_id in chunk:
+            keys += (p + "u:" + user_id, p + "h:" + user_id, p + "i:" + item_id, p + "e:" + event_id)
+            args += (item_id, "1" if event_id else "0")
         return int(self._record_script(keys=keys, args=args))
+
+    @staticmethod
+    def _blank_user(view: _View) -> bytes:
+        width = len(view.user_feature_names)
+        return HEADER.pack(width) + bytes(4 * width) + b"{}"
+
+    def upsert_items(self, items: Sequence[ItemRecord]) -> int:
+        def rows(view: _View) -> list[tuple[str, bytes, bytes, str]]:
+            width = len(view.item_feature_names)
+            out = []
+            for rec in items:
+                values = np.zeros((1, width), dtype=np.float32)
+                n = min(width, len(rec.values))
+                values[0, :n] = rec.values[:n]
+                payload = [list(rec.categories), rec.title]
+                out.append((view.prefix + "i:" + rec.item_id, pack_rows(values, [payload])[0], dump_json(payload), "0"))
+            return out
+        return self._upsert("upsert_items", rows)
+
+    def upsert_users(self, users: Sequence[tuple[str, dict[str, str]]]) -> int:
+        def rows(view: _View) -> list[tuple[str, bytes, bytes, str]]:
+            width = len(view.user_feature_names)
+            return [(view.prefix + "u:" + user_id,
+                     pack_rows(np.zeros((1, width), dtype=np.float32), [dict(attributes)])[0],
+                     dump_json(dict(attributes)), "1") for user_id, attributes in users]
+        return self._upsert("upsert_users", rows)
+
+    def _upsert(self, what: str, rows_for: Callable[[_View], list[tuple[str, bytes, bytes, str]]]) -> int:
+        """Write upserts chunk by chunk in the current generation; all again if a load switched it."""
+        with self._errors(what):
+            for _ in range(_MAX_ATTEMPTS):
+                view = self._view or self._refresh_view() or self._create_empty_generation()
+                rows = rows_for(view)
+                done, stale = 0, False
+                for start in range(0, len(rows), _UPSERTS_PER_SCRIPT):
+                    chunk = rows[start:start + _UPSERTS_PER_SCRIPT]
+                    args: list[Any] = [view.gen, repr(time.time()), HEADER.size]
+                    for _, packed, payload, merge in chunk:
+                        args += (packed, payload, merge)
+                    n = int(self._upsert_script(keys=[self._current_key, self._last_update_key,
+                                                      *(key for key, *_ in chunk)], args=args))
+                    if n < 0:
+                        stale = True  # a load switched generations: write everything again into the new one
+                        break
+                    done += n
+                if not stale:
+                    return done
+                self._refresh_view()
+        raise StorageError(f"Redis at {self._safe_url}: generation kept changing during {what}")
 
     def _create_empty_generation(self) -> _View:
         """First write to a never-loaded store: publish an empty generation (unless another process won)."""
         gen = str(self._client.incr(self._seq_key))
         prefix = self._prefix(gen)
-        self._client.set(prefix + "meta", _json({"user_feature_names": [], "item_feature_names": [],
+        self._client.set(prefix + "meta", dump_json({"user_feature_names": [], "item_feature_names": [],
                                                  "created_at": 0.0, "n_users": 0, "n_items": 0}))
         if not self._client.set(self._current_key, gen, nx=True):
             self._delete_prefix(prefix)
@@ -369,60 +390,3 @@ class RedisStorage(FeatureStorage):
             raise StorageUnavailable(f"Redis at {self._safe_url} unavailable during {what}: {e}") from e
         except redis.exceptions.RedisError as e:
             raise StorageError(f"Redis at {self._safe_url} failed during {what}: {e}") from e
-
-
-def _pack_rows(values: np.ndarray, payloads: Sequence[Any]) -> list[bytes]:
-    """Packed records: uint32 count, the float32 row, then the compact JSON payload."""
-    n_rows, width = values.shape
-    header = _HEADER.pack(width)
-    raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
-    step = 4 * width
-    return [header + raw[r * step:(r + 1) * step] + _json(p)
-            for r, p in zip(range(n_rows), payloads, strict=True)]
-
-
-def _unpack_many(blobs: list[bytes | None], width: int) -> list[tuple[np.ndarray, Any] | None]:
-    """Decode a batch with one frombuffer and one json.loads: per-record calls cost ~3 us each."""
-    present = [b for b in blobs if b is not None]
-    header, end = _HEADER.pack(width), _HEADER.size + 4 * width
-    if not all(len(b) >= end and b.startswith(header) for b in present):  # not written by this version
-        return [_unpack(b) if b is not None else None for b in blobs]
-    raw = b"".join([b[_HEADER.size:end] for b in present])
-    # astype copies, so callers get writable arrays that do not pin the reply buffers
-    values = np.frombuffer(raw, dtype="<f4", count=len(present) * width).reshape(len(present), width)
-    payloads = json.loads(b"[" + b",".join([b[end:] for b in present]) + b"]")
-    records = iter(zip(values.astype(np.float32), payloads, strict=True))
-    return [next(records) if b is not None else None for b in blobs]
-
-
-def _unpack(blob: bytes) -> tuple[np.ndarray, Any]:
-    (width,) = _HEADER.unpack_from(blob)
-    end = _HEADER.size + 4 * width
-    # astype copies, so callers get a writable array that does not pin the reply buffer
-    values = np.frombuffer(blob, dtype="<f4", count=width, offset=_HEADER.size).astype(np.float32)
-    return values, json.loads(blob[end:])
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _is(raw: bytes | None, gen: str) -> bool:
-    return raw is not None and raw.decode() == gen
-
-
-def _glob_escape(s: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, safe for error messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable redis url>"

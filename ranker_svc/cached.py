@@ -1,0 +1,112 @@
+"""Recommend through the per-user list cache: a hit is the cached list minus what the user interacted
+with since and the request's exclusions; a miss computes a deeper list once (concurrent misses for one
+user and setting share the computation) and caches it unless it is a degraded answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from recsys.cache import CachedList, CacheHit, CacheUnavailable, ListCache, SingleFlight, fingerprint
+from recsys.metrics import CACHE_INVALIDATIONS, CACHE_REQUESTS
+from recsys.pipeline.config import PipelineConfig
+from recsys.v1 import feedback_pb2 as fpb
+from recsys.v1 import recommender_pb2 as pb
+
+Compute = Callable[[int], Awaitable[pb.RecommendResponse]]  # depth -> a response computed without exclusions
+
+
+def cacheable(request: pb.RecommendRequest) -> bool:
+    """Explanations and include_seen answers are debugging tools: always computed."""
+    return not request.explain and not request.include_seen
+
+
+class CachedLists:
+    def __init__(self, cache: ListCache, depth: int):
+        self.cache = cache
+        self.depth = depth
+        self.flights = SingleFlight()
+        # an in-process cache answers in microseconds; a network one is called from a worker thread
+        self._inline = bool(getattr(cache, "in_process", False))
+
+    async def _call(self, fn, *args):
+        return fn(*args) if self._inline else await asyncio.to_thread(fn, *args)
+
+    def key(self, model_version: str, cfg: PipelineConfig, diversity_lambda: float,
+            attributes: dict[str, str]) -> str:
+        """Everything that changes the list besides the user: version, pipeline settings, λ, the
+        attributes (they steer cold-start retrieval)."""
+        return fingerprint(model_version, repr(cfg.cache_key()), cfg.mmr_pool, round(diversity_lambda, 6),
+                           repr(sorted(attributes.items())))
+
+    async def recommend(self, user_id: str, fp: str, k: int, exclude: Sequence[str],
+                        compute: Compute) -> pb.RecommendResponse:
+        try:
+            found = await self._call(self.cache.get, user_id, fp)
+        except CacheUnavailable:
+            CACHE_REQUESTS.labels("miss").inc()
+            return _filtered(await compute(k + len(exclude)), k, set(exclude), cached=False)
+        if isinstance(found, CacheHit):
+            cached = _parse(found.entry.payload)
+            if cached.cold_start and found.interacted_since:
+                found = "invalidated"  # a cold-start list is generic: the first interaction personalizes
+            else:
+                resp = _filtered(cached, k, set(exclude) | found.recent | found.interacted_since, cached=True)
+                if len(resp.items) >= k:
+                    CACHE_REQUESTS.labels("hit").inc()
+                    return resp
+                found = "miss"  # too few left after filtering: recompute
+        CACHE_REQUESTS.labels(found).inc()
+        if found == "invalidated":
+            CACHE_INVALIDATIONS.inc()
+        depth = max(self.depth, k + len(exclude))
+        resp, _ = await self.flights.run(f"{user_id}\x00{fp}", lambda: self._fill(user_id, fp, depth, compute))
+        since: frozenset[str] = frozenset()
+        try:  # interactions noted while the list was computed, or not yet in its history, are filtered too
+            again = await self._call(self.cache.get, user_id, fp)
+            if isinstance(again, CacheHit):
+                since = again.recent | again.interacted_since
+        except CacheUnavailable:
+            pass
+        return _filtered(resp, k, set(exclude) | since, cached=False)
+
+    async def _fill(self, user_id: str, fp: str, depth: int, compute: Compute) -> pb.RecommendResponse:
+        try:
+            generation = await self._call(self.cache.generation, user_id)  # before reading the history
+        except CacheUnavailable:
+            generation = None
+        resp = await compute(depth)
+        if generation is not None and resp.items and not resp.fallback:
+            stored = pb.RecommendResponse()
+            stored.CopyFrom(resp)
+            stored.request_id = ""
+            entry = CachedList([it.item_id for it in resp.items], stored.SerializeToString(), generation)
+            with contextlib.suppress(CacheUnavailable):
+                await self._call(self.cache.put, user_id, fp, entry)
+        return resp
+
+    async def note(self, events: Sequence[fpb.FeedbackEvent]) -> None:
+        """Feedback/Send's hook: accepted interactions invalidate or filter the users' cached lists."""
+        by_user: dict[str, list[tuple[str, str]]] = {}
+        for ev in events:
+            if ev.WhichOneof("kind") == "interaction":
+                by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
+        for user_id, pairs in by_user.items():
+            # on failure the TTL bounds how stale a list can get, and the next successful note catches up
+            with contextlib.suppress(CacheUnavailable):
+                await self._call(self.cache.note_interactions, user_id, pairs)
+
+
+def _parse(payload: bytes) -> pb.RecommendResponse:
+    resp = pb.RecommendResponse()
+    resp.ParseFromString(payload)
+    return resp
+
+
+def _filtered(resp: pb.RecommendResponse, k: int, drop: set[str], cached: bool) -> pb.RecommendResponse:
+    out = pb.RecommendResponse(request_id=resp.request_id, model_version=resp.model_version,
+                               cold_start=resp.cold_start, fallback=resp.fallback,
+                               diversity_lambda=resp.diversity_lambda, cached=cached)
+    out.items.extend([it for it in resp.items if it.item_id not in drop][:k])
+    return out

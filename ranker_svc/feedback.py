@@ -1,0 +1,70 @@
+"""The public Feedback servicer: validates a batch of events and appends the valid ones to the event
+stream in one atomic, durable append (duplicates by event id are recognised by the stream itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc import aio
+
+from recsys.events.codec import encode_event, now_ms
+from recsys.events.validate import Limits, validate_event
+from recsys.metrics import FEEDBACK_EVENTS, STREAM_APPEND_FAILURES
+from recsys.stream import EventStream, StreamError
+from recsys.v1 import feedback_pb2 as pb
+from recsys.v1 import feedback_pb2_grpc as pb_grpc
+
+log = logging.getLogger("ranker_svc.feedback")
+
+
+class FeedbackServicer(pb_grpc.FeedbackServicer):
+    """`on_accepted` sees the newly accepted events after they are durable (the cache notes interactions
+    there, so a list cached before a click never serves the clicked item)."""
+
+    def __init__(self, stream: EventStream, limits: Limits,
+                 on_accepted: Callable[[Sequence[pb.FeedbackEvent]], Awaitable[None] | None] | None = None):
+        self.stream = stream
+        self.limits = limits
+        self.on_accepted = on_accepted
+
+    async def Send(self, request: pb.SendRequest, context: aio.ServicerContext) -> pb.SendResponse:
+        n = len(request.events)
+        if n > self.limits.max_batch:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"events: at most {self.limits.max_batch} per call, got {n}")
+        resp = pb.SendResponse()
+        valid: list[pb.FeedbackEvent] = []
+        for i, ev in enumerate(request.events):
+            reason = validate_event(ev, i, self.limits)
+            if reason:
+                resp.rejected.add(index=i, event_id=ev.event_id[: self.limits.max_event_id], reason=reason)
+            else:
+                valid.append(ev)
+        FEEDBACK_EVENTS.labels("rejected").inc(len(resp.rejected))
+        if not valid:
+            return resp
+        at = now_ms()
+        records = [(ev.event_id, encode_event(ev, at)) for ev in valid]
+        try:
+            appended = await asyncio.to_thread(self.stream.append, records)
+        except StreamError as exc:
+            STREAM_APPEND_FAILURES.labels("feedback").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"the event stream cannot persist events now; nothing was accepted: {exc}")
+        accepted = [ev for ev, new in zip(valid, appended, strict=True) if new]
+        resp.accepted = len(accepted)
+        resp.duplicates = len(valid) - len(accepted)
+        FEEDBACK_EVENTS.labels("accepted").inc(resp.accepted)
+        FEEDBACK_EVENTS.labels("duplicate").inc(resp.duplicates)
+        if accepted and self.on_accepted is not None:
+            try:
+                result = self.on_accepted(accepted)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # the events are durable: a cache hiccup must not fail the call
+                log.exception("noting %d accepted events failed", len(accepted))
+        return resp

@@ -1,0 +1,55 @@
+"""The feedback section of `make bench`: runs recsys.bench_feedback's measurements on a running cluster
+and prints them as tables."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from recsys.bench_feedback import cache_latency, exposure_cost, ingestion, recommend_while_ingesting, visibility
+from recsys.cluster import Cluster
+from recsys.feature_tables import FeatureTables
+
+
+def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: random.Random, stream: str,
+                    console: Console) -> dict:
+    sample = rng.sample(users, min(len(users), 2400))
+    items = FeatureTables.load(bundle / "features").item_ids.tolist()[:5000]
+    out: dict = {"stream": stream.split("?")[0]}
+    out["ingest"] = [ingestion(cluster.target, sample, items, batch) for batch in (1, 100)]
+    out["visible"] = visibility(cluster.target, cluster.services["feature_svc"].address, sample[:200])
+    out["cache"] = cache_latency(cluster.target, sample[200:700])
+    out["exposures"] = exposure_cost(cluster.target, sample[700:1300])
+    rate = min(2000.0, 0.5 * max(r["events_per_s"] for r in out["ingest"]))
+    quiet = recommend_while_ingesting(cluster.target, sample[1300:1700], items, rate=0.0, n=400)
+    busy = recommend_while_ingesting(cluster.target, sample[1700:2100], items, rate=rate, n=400)
+    out["recommend_while_ingesting"] = {"quiet": quiet, "ingesting": busy, "rate": rate}
+
+    t = Table(title=f"Feedback/Send ingestion ({out['stream']})")
+    for col in ("batch", "in flight", "events/s", "Send p50 ms", "Send p99 ms", "errors"):
+        t.add_column(col, justify="right")
+    for r in out["ingest"]:
+        t.add_row(str(r["batch"]), str(r["concurrency"]), f"{r['events_per_s']:,.0f}", f"{r['send_p50_ms']:.2f}",
+                  f"{r['send_p99_ms']:.2f}", str(r["errors"]))
+    console.print(t)
+    t = Table(title="latency at the client")
+    for col in ("what", "n", "p50 ms", "p99 ms", "note"):
+        t.add_column(col, justify="right")
+    v = out["visible"]
+    t.add_row("event → visible in feature_svc", str(v.get("n", 0)), f"{v.get('p50_ms', 0):.2f}",
+              f"{v.get('p99_ms', 0):.2f}", f"{v['not_visible']} not visible in 5 s")
+    for name in ("miss", "hit"):
+        c = out["cache"][name]
+        note = f"hit ratio {out['cache']['hit'].get('hit_ratio', 0):.2f}" if name == "hit" else ""
+        t.add_row(f"Recommend, cache {name}", str(c["n"]), f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", note)
+    for name in ("on", "off"):
+        e = out["exposures"][name]
+        t.add_row(f"Recommend, exposure log {name}", str(e["n"]), f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}", "miss")
+    for name, r in (("quiet", quiet), ("ingesting", busy)):
+        t.add_row(f"Recommend, {name}", str(r["n"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                  f"{r['events_per_s_sent']:,.0f} events/s sent")
+    console.print(t)
+    return out

@@ -1,0 +1,31 @@
+"""Stream records: what Feedback/Send and the exposure log write, and what consumers read."""
+
+from __future__ import annotations
+
+import time
+
+from recsys.v1 import feedback_pb2 as fpb
+from recsys.v1 import stream_pb2 as spb
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_event(ev: fpb.FeedbackEvent, accepted_at_ms: int) -> bytes:
+    """A validated event as a stream record; an event without a timestamp happened when accepted."""
+    ts = ev.timestamp.seconds * 1000 + ev.timestamp.nanos // 1_000_000 if ev.HasField("timestamp") else accepted_at_ms
+    return spb.StreamRecord(accepted_at_ms=accepted_at_ms, timestamp_ms=ts, event=ev).SerializeToString()
+
+
+def encode_exposure(exposure: spb.Exposure, at_ms: int) -> bytes:
+    return spb.StreamRecord(accepted_at_ms=at_ms, timestamp_ms=at_ms, exposure=exposure).SerializeToString()
+
+
+def decode(data: bytes) -> spb.StreamRecord:
+    """Parse one record; a corrupt record raises (its consumer retries it, then dead-letters it)."""
+    rec = spb.StreamRecord()
+    rec.ParseFromString(data)
+    if rec.WhichOneof("kind") is None:
+        raise ValueError("stream record has neither an event nor an exposure")
+    return rec

@@ -1,0 +1,94 @@
+"""One stream consumer per live model version: each version's state (its feature store namespace, its
+candidate index) reads the stream at its own position, from the point its bundle was trained up to.
+
+Used as the `on_change` hook of a service's LiveVersions: a version that appears gets a consumer
+thread, a retired one has its consumer stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from recsys.stream import ConsumerLoop, EventStream
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def consumer_name() -> str:
+    """Unique per process, stable for its life: a restarted process gets its pending entries claimed."""
+    import os
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class _Running:
+    obj: Any
+    loop: ConsumerLoop
+    thread: threading.Thread
+
+
+class VersionConsumers(Generic[T]):
+    """Starts and stops a ConsumerLoop per live version.
+
+    handler(version, obj) makes the idempotent handler of a version's state; start(version, obj) says
+    where its group starts ("begin" or an entry id); replay(obj) is True when that state lives only in
+    this process (an embedded store, an in-memory index): its group is rewound to the start on every
+    process start, because what it had applied died with the previous process.
+    """
+
+    def __init__(self, stream: EventStream, kind: str, handler: Callable[[str, T], Callable],
+                 start: Callable[[str, T], str], replay: Callable[[T], bool], batch: int = 500):
+        self.stream = stream
+        self.kind = kind
+        self.make_handler = handler
+        self.start = start
+        self.replay = replay
+        self.batch = batch
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+
+    def group(self, version: str) -> str:
+        return f"{self.kind}@{version}" if version else self.kind
+
+    def sync(self, live: Any) -> None:
+        """LiveVersions.on_change: match the running consumers to the live versions."""
+        wanted = {v: live.get(v)[1] for v in live.versions()}
+        with self._lock:
+            for version in list(self._running):
+                if version not in wanted or self._running[version].obj is not wanted[version]:
+                    self._stop(version)
+            for version, obj in wanted.items():
+                if version not in self._running:
+                    self._begin(version, obj)
+
+    def _begin(self, version: str, obj: T) -> None:
+        group, start = self.group(version), self.start(version, obj)
+        try:
+            self.stream.ensure_group(group, start)
+            if self.replay(obj):
+                self.stream.seek(group, start)
+        except Exception as exc:  # the stream being down must not stop a version from serving
+            log.warning("consumer %s: cannot position the group yet (%s); it will start at its saved position",
+                        group, exc)
+        loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(version, obj), start=start,
+                            batch=self.batch)
+        thread = loop.start_thread()
+        self._running[version] = _Running(obj, loop, thread)
+        log.info("consumer %s started at %s", group, start)
+
+    def _stop(self, version: str) -> None:
+        running = self._running.pop(version)
+        running.loop.stop()
+        running.thread.join(timeout=5)
+
+    def close(self) -> None:
+        with self._lock:
+            for version in list(self._running):
+                self._stop(version)
