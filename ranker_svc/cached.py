@@ -1,6 +1,6 @@
 """Recommend through the per-user list cache: a hit is the cached list minus what the user interacted
 with since and the request's exclusions; a miss computes a deeper list once (concurrent misses for one
-user and setting share the computation) and caches it unless it is a degraded answer."""
+user and setting share the computation) and caches it unless it is a degraded or cold-start answer."""
 
 from __future__ import annotations
 
@@ -48,15 +48,12 @@ class CachedLists:
             CACHE_REQUESTS.labels("miss").inc()
             return _filtered(await compute(k + len(exclude)), k, set(exclude), cached=False)
         if isinstance(found, CacheHit):
-            cached = _parse(found.entry.payload)
-            if cached.cold_start and found.interacted_since:
-                found = "invalidated"  # a cold-start list is generic: the first interaction personalizes
-            else:
-                resp = _filtered(cached, k, set(exclude) | found.recent | found.interacted_since, cached=True)
-                if len(resp.items) >= k:
-                    CACHE_REQUESTS.labels("hit").inc()
-                    return resp
-                found = "miss"  # too few left after filtering: recompute
+            resp = _filtered(_parse(found.entry.payload), k, set(exclude) | found.recent | found.interacted_since,
+                             cached=True)
+            if len(resp.items) >= k:
+                CACHE_REQUESTS.labels("hit").inc()
+                return resp
+            found = "miss"  # too few left after filtering: recompute
         CACHE_REQUESTS.labels(found).inc()
         if found == "invalidated":
             CACHE_INVALIDATIONS.inc()
@@ -77,7 +74,9 @@ class CachedLists:
         except CacheUnavailable:
             generation = None
         resp = await compute(depth)
-        if generation is not None and resp.items and not resp.fallback:
+        # Degraded and cold-start answers are not cached: the first interaction must personalize the next
+        # answer, by whichever path it arrives (another replica, feature_svc's direct RecordEvents).
+        if generation is not None and resp.items and not resp.fallback and not resp.cold_start:
             stored = pb.RecommendResponse()
             stored.CopyFrom(resp)
             stored.request_id = ""

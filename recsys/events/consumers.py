@@ -8,13 +8,15 @@ thread, a retired one has its consumer stopped.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from recsys.stream import ConsumerLoop, EventStream
+from recsys.storage import StorageUnavailable
+from recsys.stream import ConsumerLoop, EventStream, StreamUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,8 +24,6 @@ T = TypeVar("T")
 
 def consumer_name() -> str:
     """Unique per process, stable for its life: a restarted process gets its pending entries claimed."""
-    import os
-
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -78,7 +78,7 @@ class VersionConsumers(Generic[T]):
             log.warning("consumer %s: cannot position the group yet (%s); it will start at its saved position",
                         group, exc)
         loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(version, obj), start=start,
-                            batch=self.batch)
+                            batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable))
         thread = loop.start_thread()
         self._running[version] = _Running(obj, loop, thread)
         log.info("consumer %s started at %s", group, start)

@@ -79,7 +79,7 @@ class Fold:
 def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int) -> Fold:
     hist_df, label_df = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed + fold)
     hist_ds = Dataset(hist_df.reset_index(drop=True), ds.items, ds.users, f"{ds.name}:history{fold}")
-    art, tables, _ = build_stage1(hist_ds, cfg, vocab)
+    art, tables, _ = build_stage1(hist_ds, cfg, vocab, content_map=False)
     storage = EmbeddedStorage()
     storage.load(tables)
     gen = CandidateGenerator(art, GeneratorConfig(n=cfg.n_candidates))
@@ -158,7 +158,8 @@ def popularity_ndcg(fold: Fold, users: list[str], k: int = 10) -> float:
 
 
 def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", parent: str | None = None,
-          show_progress: bool = True, version: str | None = None) -> BundleMetadata:
+          show_progress: bool = True, version: str | None = None,
+          stream_position: str | None = None) -> BundleMetadata:
     t0 = time.time()
     out = Path(out)
     progress = _progress() if show_progress else None
@@ -228,8 +229,9 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
             version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,
             params=cfg.to_dict() | {"neighbor_method": getattr(art.source("i2i"), "method", None),
                                     "ranker_features": names},
-            metrics=metrics | {"train_seconds": round(time.time() - t0, 1)},
-            parent=parent, notes=list(ds.notes) + [f"timings: {timings}"])
+            metrics=metrics | (art.content_map.metrics if art.content_map is not None else {})
+            | {"train_seconds": round(time.time() - t0, 1)},
+            parent=parent, notes=list(ds.notes) + [f"timings: {timings}"], stream_position=stream_position)
         tmp = staging_dir(out)
         tables.save(tmp / "features")
         art.save(tmp / "retrieval")

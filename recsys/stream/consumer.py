@@ -1,0 +1,163 @@
+"""The consumer loop every stream consumer runs: at-least-once delivery, poison entries to dead letters.
+
+One step (`poll_once`): the consumer's own pending entries first (what it read before a restart), then
+idle entries of dead consumers of the group (`claim`), then new ones; handle them as one batch; ack.
+Delivery is at-least-once, so the handler must be idempotent (keyed by event id, or order-insensitive).
+
+When the handler raises for a batch the entries are retried one at a time, so one poison entry does not
+block the others: an entry that keeps failing stays pending and is redelivered on the next poll, and
+once it has been delivered `max_deliveries` times it goes to the dead-letter stream with the error
+text. An exception of a `transient_errors` type (a downstream store being down, say) is not the entry's
+fault: the same entries are retried in memory with backoff, without counting deliveries, so an outage
+does not dead-letter every event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from recsys.metrics import CONSUMER_APPLIED, CONSUMER_LAG, DEAD_LETTERS
+from recsys.stream.base import Entry, EventStream, GroupNotFound, StreamError, StreamUnavailable
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 1.0
+_LOG_EVERY_S = 10.0
+_LAG_EVERY_S = 0.1
+
+
+class ConsumerLoop:
+    """Runs `handler` over a consumer group's entries; see the module docstring for the semantics."""
+
+    def __init__(self, stream: EventStream, group: str, consumer: str, handler: Callable[[list[Entry]], None], *,
+                 start: str = "begin", batch: int = 500, block_s: float = 0.05, claim_idle_s: float = 30.0,
+                 max_deliveries: int = 5,
+                 transient_errors: tuple[type[BaseException], ...] = (StreamUnavailable,)) -> None:
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.start = start
+        self.batch = max(1, int(batch))
+        self.block_s = max(0.0, float(block_s))
+        self.claim_idle_s = float(claim_idle_s)
+        self.max_deliveries = max(1, int(max_deliveries))
+        self.transient_errors = transient_errors
+        self._ready = False
+        self._retry: list[Entry] = []  # entries whose handling hit a transient error: retried first
+        self._failed = False  # the last poll left failing entries pending: back off before the next
+        self._next_claim = 0.0
+        self._next_lag = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _fetch(self) -> list[Entry]:
+        if self._retry:
+            entries, self._retry = self._retry, []
+            return entries
+        entries = self.stream.pending(self.group, self.consumer, self.batch)
+        now = time.monotonic()
+        if not entries and now >= self._next_claim:
+            self._next_claim = now + max(0.05, min(self.claim_idle_s / 4, 5.0))  # claims are rare
+            entries = self.stream.claim(self.group, self.consumer, self.claim_idle_s, self.batch)
+        if not entries:
+            entries = self.stream.read(self.group, self.consumer, self.batch, self.block_s)
+        return entries
+
+    def poll_once(self) -> int:
+        """One step; returns the entries handled and acknowledged (dead-lettered ones excluded)."""
+        if not self._ready:
+            self.stream.ensure_group(self.group, self.start)
+            self._ready = True
+        entries = self._fetch()
+        done: list[Entry] = []
+        failed: list[tuple[Entry, BaseException]] = []
+        try:
+            if entries:
+                try:
+                    self.handler(entries)
+                    done = entries
+                except self.transient_errors:
+                    raise
+                except Exception:
+                    for k, entry in enumerate(entries):
+                        try:
+                            self.handler([entry])
+                            done.append(entry)
+                        except self.transient_errors:
+                            self._retry = entries[k:]
+                            raise
+                        except Exception as e:
+                            failed.append((entry, e))
+        except self.transient_errors:
+            if not self._retry:
+                self._retry = entries
+            raise
+        finally:
+            if done:
+                self.stream.ack(self.group, [e.id for e in done])
+                CONSUMER_APPLIED.labels(self.group).inc(len(done))
+        self._failed = False
+        for entry, error in failed:
+            if entry.deliveries >= self.max_deliveries:
+                log.error("stream group %s: entry %s failed %d times, moved to dead letters: %r",
+                          self.group, entry.id, entry.deliveries, error)
+                self.stream.dead_letter(self.group, entry, f"{type(error).__name__}: {error}"[:2000])
+                DEAD_LETTERS.labels(self.group).inc()
+            else:
+                self._failed = True  # stays pending: redelivered by the next poll
+        self._update_lag(force=bool(entries))
+        return len(done)
+
+    def _update_lag(self, force: bool) -> None:
+        now = time.monotonic()
+        if force or now >= self._next_lag:
+            self._next_lag = now + _LAG_EVERY_S
+            CONSUMER_LAG.labels(self.group).set(self.stream.lag(self.group))
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until `stop` is set; an unavailable stream (or transient handler error) is retried with backoff."""
+        backoff, last_log = 0.0, float("-inf")
+        while not stop.is_set():
+            try:
+                handled = self.poll_once()
+                backoff = 0.0
+                if self._failed:
+                    backoff = 0.05
+                elif handled == 0 and self.block_s == 0:
+                    backoff = 0.01  # no blocking read to pace the loop
+            except GroupNotFound:
+                log.warning("stream group %s vanished (a non-persistent Redis restarted?): recreating it "
+                            "from %r", self.group, self.start)
+                self._ready = False
+                backoff = 0.05
+            except (StreamError, *self.transient_errors) as e:
+                backoff = min(_MAX_BACKOFF_S, max(0.05, backoff * 2))
+                if time.monotonic() - last_log >= _LOG_EVERY_S:
+                    last_log = time.monotonic()
+                    log.warning("stream group %s consumer %s: %s; retrying every %.2f s or less",
+                                self.group, self.consumer, e, backoff)
+            except Exception:
+                backoff = _MAX_BACKOFF_S
+                if time.monotonic() - last_log >= _LOG_EVERY_S:
+                    last_log = time.monotonic()
+                    log.exception("stream group %s consumer %s: unexpected error", self.group, self.consumer)
+            if backoff:
+                stop.wait(backoff)
+
+    def start_thread(self) -> threading.Thread:
+        """Run in a daemon thread until stop()."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, args=(self._stop,), daemon=True,
+                                        name=f"stream-{self.group}-{self.consumer}")
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
