@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
-from recsys.client import RecommenderClient
+from recsys.client import RecommenderClient, interaction, item_upsert
 from recsys.cluster import start_cluster
 from recsys.data.spec import load_dataset
 from recsys.display import print_recommendations
@@ -18,6 +19,31 @@ from recsys.training.config import TrainConfig
 from recsys.training.trainer import train
 
 DEMO_SPEC = "synthetic:users=3000,items=5000,interactions=150000,seed=7"
+
+
+def feedback_demo(client: RecommenderClient, user: str, ds, console: Console) -> None:
+    """Click the top item, see it leave the list at once; add an item of the user's favourite category
+    without retraining, see it recommended."""
+    before = client.recommend(user, 10)
+    clicked = before.items[0]
+    sent = client.send([interaction(user, clicked.item_id, "click", request_id=before.request_id)])
+    after = client.recommend(user, 10)
+    console.print(f"user {user} clicked {clicked.item_id} ({escape(clicked.title)}): Send accepted {sent.accepted}; "
+                  f"the next Recommend ({'cached' if after.cached else 'computed'}) no longer shows it: "
+                  f"{clicked.item_id not in {it.item_id for it in after.items}}")
+    history = ds.interactions[ds.interactions["user_id"] == user]["item_id"]
+    cats = ds.items.set_index("item_id").loc[history, "categories"].explode().value_counts()
+    favourite = str(cats.index[0])
+    new_id = f"new-item-{int(time.time())}"
+    client.send([item_upsert(new_id, f"Brand new in {favourite}", [favourite])])
+    t0, found = time.time(), None
+    while time.time() - t0 < 10 and found is None:
+        resp = client.recommend(user, 50, explain=True)  # explain bypasses the cache: a fresh answer
+        found = next((k for k, it in enumerate(resp.items) if it.item_id == new_id), None)
+        if found is None:
+            time.sleep(0.1)
+    where = f"at position {found + 1} of 50 after {time.time() - t0:.1f}s" if found is not None else "not in the top 50"
+    console.print(f"item upsert {new_id} (category {favourite}, never trained on): {where}")
 
 
 def run_demo(workdir: Path, console: Console) -> int:
@@ -52,7 +78,11 @@ def run_demo(workdir: Path, console: Console) -> int:
                 resp = client.recommend(str(user), 10, **extra)
                 print_recommendations(resp, f"user {user} ({note})")
 
-        console.rule("4. latency of 200 Recommend calls (one client, sequential)")
+        console.rule("4. the feedback loop: a click and a new item, through Feedback/Send")
+        with RecommenderClient(cluster.target) as client:
+            feedback_demo(client, str(heavy), ds, console)
+
+        console.rule("5. latency of 200 Recommend calls (one client, sequential)")
         rng = random.Random(0)
         users = [str(u) for u in rng.choices(list(counts.index), k=200)]
         lat, errors = sequential(cluster.target, users)

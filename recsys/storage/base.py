@@ -24,6 +24,40 @@ HISTORY_CAP = 1000
 APPLIED_TTL_S = 7 * 86_400
 
 
+@dataclass(frozen=True)
+class OnlineColumns:
+    """Where an applied event lands in one side's (user or item) feature vector; None = not in the tables.
+
+    Per event: `n_interactions` and the per-type counter `n_<type>` (e.g. `user_n_click`) +1; the
+    distinct-count (`user_n_items` / `item_n_users`) +1 when the item was not in the user's history; the
+    last timestamp raised to the event's; the first timestamp set when still 0 (a new user or item).
+    Means and relative popularity are left to the next training.
+    """
+
+    names: tuple[str, ...]
+    prefix: str  # "user_" or "item_"
+
+    def column(self, name: str) -> int | None:
+        full = self.prefix + name
+        return self.names.index(full) if full in self.names else None
+
+    def plus(self, event_type: str) -> tuple[int, ...]:
+        cols = (self.column("n_interactions"), self.column(f"n_{event_type}"))
+        return tuple(c for c in cols if c is not None)
+
+    @property
+    def if_new(self) -> int | None:
+        return self.column("n_items" if self.prefix == "user_" else "n_users")
+
+    @property
+    def last_ts(self) -> int | None:
+        return self.column("last_ts")
+
+    @property
+    def first_ts(self) -> int | None:
+        return self.column("first_ts")
+
+
 class StorageError(RuntimeError):
     """Base class of feature storage failures."""
 
@@ -103,8 +137,9 @@ class FeatureStorage(abc.ABC):
         """Apply interaction events in order and return how many were applied.
 
         Per event: the item moves to (or is appended at) the end of the user's history, unknown users
-        are created with zero features, and `user_n_interactions` / `item_n_interactions` are
-        incremented when those features exist. Unknown items still enter the history (the catalogue
+        are created with zero features, and the online features of OnlineColumns (counters, per-type
+        counters, distinct counts, first and last timestamps) are updated when the tables have them.
+        Unknown items still enter the history (the catalogue
         may catch up later) but get no item record. Events with an empty user or item id are skipped,
         and so are events whose non-empty `event_id` was applied before (since the last load, within
         APPLIED_TTL_S): applying a batch twice changes nothing. A history longer than `history_cap`

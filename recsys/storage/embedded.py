@@ -23,11 +23,10 @@ import numpy as np
 from recsys.feature_tables import FeatureTables, gc_paused
 from recsys.storage.base import (
     APPLIED_TTL_S,
-    ITEM_INTERACTIONS_FEATURE,
-    USER_INTERACTIONS_FEATURE,
     Event,
     FeatureStorage,
     ItemRecord,
+    OnlineColumns,
     UserRecord,
     check_history_limit,
 )
@@ -50,8 +49,8 @@ class _State:
     item_titles: np.ndarray  # object [I]
     item_hash_sorted: np.ndarray | None  # int64 [I], None when two ids collide: then use item_index
     item_hash_order: np.ndarray | None  # row of each sorted hash
-    user_counter: int | None  # column of user_n_interactions, if present
-    item_counter: int | None
+    user_cols: OnlineColumns  # where an event lands in the feature vectors
+    item_cols: OnlineColumns
     applied: dict[str, float] = field(default_factory=dict)  # event id -> when applied, oldest first
 
     @classmethod
@@ -82,8 +81,8 @@ class _State:
             item_titles=np.fromiter(t.item_titles, dtype=object, count=t.n_items),
             item_hash_sorted=hash_sorted if unique else None,
             item_hash_order=order if unique else None,
-            user_counter=_column(t.user_feature_names, USER_INTERACTIONS_FEATURE),
-            item_counter=_column(t.item_feature_names, ITEM_INTERACTIONS_FEATURE),
+            user_cols=OnlineColumns(tuple(t.user_feature_names), "user_"),
+            item_cols=OnlineColumns(tuple(t.item_feature_names), "item_"),
         )
 
     def locate_items(self, item_ids: list[str]) -> tuple[np.ndarray, list[bool]]:
@@ -222,17 +221,17 @@ class EmbeddedStorage(FeatureStorage):
                     row = s.user_index.get(user_id)
                     if row is None:
                         row = s.add_user(user_id)
-                    if s.user_counter is not None:
-                        s.user_values[row, s.user_counter] += 1.0
                     history = s.user_history[row]
-                    if item_id in history:
+                    new_to_user = item_id not in history
+                    if not new_to_user:
                         history.remove(item_id)  # an item occurs at most once in a history
                     history.append(item_id)
                     if len(history) > cap:
                         del history[: len(history) - cap]
+                    _update(s.user_values[row], s.user_cols, ev, new_to_user)
                     item_row = s.item_index.get(item_id)
-                    if item_row is not None and s.item_counter is not None:
-                        s.item_values[item_row, s.item_counter] += 1.0
+                    if item_row is not None:
+                        _update(s.item_values[item_row], s.item_cols, ev, new_to_user)
                     applied += 1
                 if applied:
                     self._last_update = now
@@ -280,8 +279,17 @@ _EVENTS_PER_LOCK = 256  # events applied per lock hold (about a millisecond with
 _hash = hash
 
 
-def _column(names: list[str], name: str) -> int | None:
-    return names.index(name) if name in names else None
+def _update(values: np.ndarray, cols: OnlineColumns, ev: Event, new_to_user: bool) -> None:
+    """One event's effect on one feature vector (in place), as OnlineColumns documents."""
+    for c in cols.plus(ev.event):
+        values[c] += 1.0
+    if new_to_user and cols.if_new is not None:
+        values[cols.if_new] += 1.0
+    if ev.timestamp:
+        if cols.last_ts is not None and values[cols.last_ts] < ev.timestamp:
+            values[cols.last_ts] = ev.timestamp
+        if cols.first_ts is not None and values[cols.first_ts] == 0:
+            values[cols.first_ts] = ev.timestamp
 
 
 def _empty_tables() -> FeatureTables:

@@ -33,11 +33,10 @@ from redis.retry import Retry
 from recsys.feature_tables import FeatureTables
 from recsys.storage.base import (
     APPLIED_TTL_S,
-    ITEM_INTERACTIONS_FEATURE,
-    USER_INTERACTIONS_FEATURE,
     Event,
     FeatureStorage,
     ItemRecord,
+    OnlineColumns,
     StorageError,
     StorageUnavailable,
     UserRecord,
@@ -64,9 +63,10 @@ class _View:
     user_feature_names: list[str]
     item_feature_names: list[str]
 
-    def counter_offset(self, names: list[str], name: str) -> int:
-        """Byte offset of a counter inside a packed record, -1 when the feature does not exist."""
-        return HEADER.size + 4 * names.index(name) if name in names else -1
+    @staticmethod
+    def offset(names: list[str], column: int | None) -> int:
+        """Byte offset of a feature inside a packed record, -1 when the feature does not exist."""
+        return -1 if column is None else HEADER.size + 4 * column
 
 
 class RedisStorage(FeatureStorage):
@@ -232,7 +232,7 @@ class RedisStorage(FeatureStorage):
     # -- writes ----------------------------------------------------------------------------------
 
     def record_events(self, events: Sequence[Event]) -> int:
-        valid = [(ev.user_id, ev.item_id, ev.event_id) for ev in events if ev.user_id and ev.item_id]
+        valid = [ev for ev in events if ev.user_id and ev.item_id]
         chunks = [valid[i:i + _EVENTS_PER_SCRIPT] for i in range(0, len(valid), _EVENTS_PER_SCRIPT)]
         applied = 0
         with self._errors("record_events"):
@@ -252,18 +252,15 @@ class RedisStorage(FeatureStorage):
                     self._refresh_view()
         raise StorageError(f"Redis at {self._safe_url}: generation kept changing during record_events")
 
-    def _apply_events(self, view: _View, chunk: list[tuple[str, str, str]]) -> int:
+    def _apply_events(self, view: _View, chunk: list[Event]) -> int:
         """One EVALSHA per chunk (called directly: a pipelined script costs a SCRIPT EXISTS round trip)."""
         p = view.prefix
         keys = [self._current_key, self._last_update_key]
-        args: list[Any] = [view.gen,
-                           view.counter_offset(view.user_feature_names, USER_INTERACTIONS_FEATURE),
-                           view.counter_offset(view.item_feature_names, ITEM_INTERACTIONS_FEATURE),
-                           self._blank_user(view), repr(time.time()), max(1, int(self.history_cap)),
-                           int(APPLIED_TTL_S)]
-        for user_id, item_id, event_id in chunk:
-            keys += (p + "u:" + user_id, p + "h:" + user_id, p + "i:" + item_id, p + "e:" + event_id)
-            args += (item_id, "1" if event_id else "0")
+        args: list[Any] = [view.gen, self._blank_user(view), repr(time.time()), max(1, int(self.history_cap)),
+                           int(APPLIED_TTL_S), _layout(view, {ev.event for ev in chunk})]
+        for ev in chunk:
+            keys += (p + "u:" + ev.user_id, p + "h:" + ev.user_id, p + "i:" + ev.item_id, p + "e:" + ev.event_id)
+            args += (ev.item_id, "1" if ev.event_id else "0", ev.event, int(ev.timestamp or 0))
         return int(self._record_script(keys=keys, args=args))
 
     @staticmethod
@@ -390,3 +387,17 @@ class RedisStorage(FeatureStorage):
             raise StorageUnavailable(f"Redis at {self._safe_url} unavailable during {what}: {e}") from e
         except redis.exceptions.RedisError as e:
             raise StorageError(f"Redis at {self._safe_url} failed during {what}: {e}") from e
+
+
+def _layout(view: _View, event_types: set[str]) -> str:
+    """The byte offsets RECORD_EVENTS updates, as JSON (see OnlineColumns)."""
+    out: dict[str, Any] = {"plus": {}}
+    sides = (("u", OnlineColumns(tuple(view.user_feature_names), "user_"), view.user_feature_names),
+             ("i", OnlineColumns(tuple(view.item_feature_names), "item_"), view.item_feature_names))
+    for tag, cols, names in sides:
+        out[tag] = {"if_new": view.offset(names, cols.if_new), "last": view.offset(names, cols.last_ts),
+                    "first": view.offset(names, cols.first_ts)}
+    for etype in event_types | {""}:
+        out["plus"][etype] = {tag: [view.offset(names, c) for c in cols.plus(etype)] or {}
+                              for tag, cols, names in sides}
+    return json.dumps(out)

@@ -116,3 +116,28 @@ def test_user_upsert_creates_and_merges_attributes(loaded: FeatureStorage) -> No
     assert not fresh.values.any()
     loaded.upsert_users([("fresh", {"country": "FR"})])
     assert loaded.get_users(["fresh"])[0].attributes == {"country": "FR"}
+
+
+def test_online_features_follow_the_events(storage: FeatureStorage) -> None:  # noqa: F811
+    from recsys.feature_tables import FeatureTables
+
+    users = ["user_n_interactions", "user_n_items", "user_n_click", "user_first_ts", "user_last_ts", "user_age"]
+    items = ["item_n_interactions", "item_n_users", "item_n_purchase", "item_first_ts", "item_price"]
+    storage.load(FeatureTables(
+        user_ids=["u1"], user_feature_names=users, user_values=np.array([[2, 2, 0, 100, 200, 30]], np.float32),
+        user_history=[["a", "b"]], user_attributes=[{}], item_ids=["a", "b", "c"], item_feature_names=items,
+        item_values=np.array([[5, 4, 0, 50, 9], [1, 1, 0, 60, 9], [0, 0, 0, 0, 9]], np.float32),
+        item_categories=[[], [], []], item_titles=["", "", ""]))
+    storage.record_events([Event("u1", "a", "click", timestamp=300, event_id="1"),      # a repeat: not a new user
+                           Event("u1", "c", "purchase", timestamp=250, event_id="2"),   # new to the user; older
+                           Event("u2", "c", "click", timestamp=400, event_id="3")])     # a new user
+    u1, u2 = storage.get_users(["u1", "u2"])
+    assert dict(zip(users, u1.values.tolist(), strict=True)) == {
+        "user_n_interactions": 4, "user_n_items": 3, "user_n_click": 1, "user_first_ts": 100,
+        "user_last_ts": 300, "user_age": 30}
+    assert dict(zip(users, u2.values.tolist(), strict=True)) == {
+        "user_n_interactions": 1, "user_n_items": 1, "user_n_click": 1, "user_first_ts": 400,
+        "user_last_ts": 400, "user_age": 0}
+    a, _, c = storage.get_items(["a", "b", "c"])
+    assert a.values.tolist() == [6, 4, 0, 50, 9]
+    assert c.values.tolist() == [2, 2, 1, 250, 9]
