@@ -11,12 +11,16 @@ import numpy as np
 from grpc import aio
 
 from candidate_svc.settings import CandidateSettings
-from recsys.bundle import verify_bundle
+from recsys.bundle import bundle_stream_position, verify_bundle
+from recsys.events.apply import group_name
+from recsys.events.consumers import VersionConsumers
+from recsys.events.items import ItemApplier
 from recsys.metrics import CANDIDATES
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.rpc.host import Component, Loaded, ServiceHost
 from recsys.rpc.versions import LiveVersions, UnknownVersion
+from recsys.stream import open_stream
 from recsys.v1 import candidates_pb2 as pb
 from recsys.v1 import candidates_pb2_grpc as pb_grpc
 
@@ -30,13 +34,14 @@ def load_generator(bundle: Path, settings: CandidateSettings) -> Loaded[Candidat
                                                   history_window=settings.history_window))
     log.info("bundle %s: %d items, sources %s, %s index", meta.version, gen.n_items, ", ".join(gen.source_names),
              settings.index)
+    gen.stream_start = bundle_stream_position(bundle)  # where this version's new-items consumer starts
     return Loaded(meta.version, meta.created, gen)
 
 
 class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
-    def __init__(self, settings: CandidateSettings):
+    def __init__(self, settings: CandidateSettings, on_change=None):
         self.settings = settings
-        self.versions: LiveVersions[CandidateGenerator] = LiveVersions("candidate_svc")
+        self.versions: LiveVersions[CandidateGenerator] = LiveVersions("candidate_svc", on_change=on_change)
 
     def _problem(self, request: pb.RetrieveRequest) -> str | None:
         s = self.settings
@@ -73,13 +78,28 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
                 CANDIDATES.labels(src).inc(count)
         return pb.RetrieveResponse(item_ids=ids, score_names=c.score_names, scores=c.scores.ravel().tolist(),
                                    source_names=c.source_names, source_masks=masks.tolist(), model_version=version,
-                                   relative_score_names=gen.relative_score_names)
+                                   relative_score_names=gen.relative_score_names,
+                                   fresh_rows=np.flatnonzero(c.items >= gen.n_trained).tolist())
+
+
+def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGenerator]:
+    """The new-items consumer of every live version. Its state (the grown catalog and index) lives in this
+    process only, so each start replays the upserts since the bundle was trained."""
+    return VersionConsumers(
+        open_stream(settings.stream), "items",
+        handler=lambda version, gen: ItemApplier(gen, group_name("items", version)),
+        start=lambda version, gen: getattr(gen, "stream_start", "begin"),
+        replay=lambda gen: True, batch=settings.consumer_batch)
 
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:
-    servicer = CandidateServicer(settings)
+    consumers = item_consumers(settings)
+    servicer = CandidateServicer(settings, on_change=consumers.sync)
     host = ServiceHost("candidate_svc", settings.host, settings.port, settings.metrics_port)
     host.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
     component = Component("candidate_svc", lambda path: load_generator(path, settings), servicer.versions)
-    await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
-                   settings.default_version, ready)
+    try:
+        await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
+                       settings.default_version, ready)
+    finally:
+        consumers.close()

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from recsys.cache import CacheUnavailable, ListCache
 from recsys.events.apply import is_interaction
 from recsys.events.codec import decode
-from recsys.events.consumers import consumer_name
+from recsys.events.consumers import consumer_name, replica_name
 from recsys.stream import ConsumerLoop, Entry, EventStream
 
 
 def cache_consumer(stream: EventStream, cache: ListCache, batch: int) -> ConsumerLoop | None:
     if not getattr(cache, "in_process", False):
         return None
-    group = f"cache@{consumer_name()}"  # every replica must see every event: a group of its own
+    group = f"cache@{replica_name()}"  # every replica must see every event: a group of its own
 
     def handle(entries: Sequence[Entry]) -> None:
         by_user: dict[str, list[tuple[str, str]]] = {}

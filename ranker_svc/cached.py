@@ -37,7 +37,8 @@ class CachedLists:
             attributes: dict[str, str]) -> str:
         """Everything that changes the list besides the user: version, pipeline settings, λ, the
         attributes (they steer cold-start retrieval)."""
-        return fingerprint(model_version, repr(cfg.cache_key()), cfg.mmr_pool, round(diversity_lambda, 6),
+        return fingerprint(model_version, repr(cfg.cache_key()), cfg.mmr_pool, cfg.fresh_share,
+                           round(diversity_lambda, 6),
                            repr(sorted(attributes.items())))
 
     async def recommend(self, user_id: str, fp: str, k: int, exclude: Sequence[str],

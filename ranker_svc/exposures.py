@@ -28,6 +28,8 @@ class ExposureLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_error = 0.0
+        for reason in ("queue_full", "stream_error"):  # exported at 0, so the first drop is an increase
+            EXPOSURES_DROPPED.labels(reason)
 
     def record(self, request: rpb.RecommendRequest, response: rpb.RecommendResponse) -> None:
         """O(1) and never blocks: the message is built by the writer task, not here."""

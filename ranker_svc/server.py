@@ -4,6 +4,7 @@ remote feature and candidate services, and maps every failure to a meaningful st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -91,7 +92,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.exposures = exposures
         self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, history_window=settings.history_window,
                                        affinity_window=settings.affinity_window,
-                                       diversity_lambda=settings.diversity_lambda, mmr_pool=settings.mmr_pool)
+                                       diversity_lambda=settings.diversity_lambda, mmr_pool=settings.mmr_pool,
+                                       fresh_share=settings.fresh_share)
 
     async def Recommend(self, request: pb.RecommendRequest, context: aio.ServicerContext) -> pb.RecommendResponse:
         problem = validate(request, self.settings.max_k)
@@ -202,6 +204,8 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
             await exposures.close()
         if cache_loop is not None:
             cache_loop.stop()
+            with contextlib.suppress(Exception):  # its own group: nobody reads it after this replica
+                stream.delete_group(cache_loop.group)
         await channels.close()
 
     await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,

@@ -25,6 +25,7 @@ class RankerSettings:
     affinity_window: int = setting("affinity_window")
     diversity_lambda: float = setting("diversity_lambda")
     mmr_pool: int = setting("mmr_pool")
+    fresh_share: float = setting("fresh_share")
     max_k: int = setting("max_k")
     stream: str = setting("stream")
     consumer_batch: int = setting("consumer_batch")

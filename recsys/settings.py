@@ -14,6 +14,7 @@ HISTORY_WINDOW = 500    # most recent history items that drive retrieval and fea
 AFFINITY_WINDOW = 20    # most recent history items whose categories and embeddings feed affinity features
 DIVERSITY_LAMBDA = 0.8  # MMR λ (1 = no diversification)
 MMR_POOL = 100          # top candidates MMR re-ranks
+FRESH_SHARE = 0.1       # share of a list reserved for items added at run time, when there are candidates
 
 ALL = ("feature_svc", "candidate_svc", "ranker_svc")
 F, C, R = ("feature_svc",), ("candidate_svc",), ("ranker_svc",)
@@ -63,6 +64,8 @@ _DEFS = [
     Setting("diversity_lambda", DIVERSITY_LAMBDA, "default MMR λ (1 = no diversification)", R, (0.0, 1.0)),
     Setting("mmr_pool", MMR_POOL, "top candidates considered by MMR", R, (1, 100_000)),
     Setting("max_k", 200, "largest k a request may ask for", R, (1, 10_000)),
+    Setting("fresh_share", FRESH_SHARE, "share of each list reserved for items added since training (item upserts; "
+            "the ranker has no signal for them yet), filled only by retrieved ones", R, (0.0, 1.0)),
     Setting("stream", "file://recsys-data/events", "event stream URL: file://DIR (embedded durable log) or "
             "redis://host:port/db?key=recsys:events (Redis Streams)", ALL),
     Setting("consumer_batch", 500, "stream entries a consumer applies per step", F + C + R, (1, 100_000)),

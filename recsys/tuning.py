@@ -203,7 +203,7 @@ def run_trial(config: dict[str, Any], data: TuneData) -> None:
     cfg.ranker = replace(cfg.ranker, threads=1)  # one CPU per trial; the saved config keeps base's threads
     t0 = time.time()
     with threadpool_limits(1):
-        art, tables, _ = build_stage1(data.train, cfg, threads=1)
+        art, tables, _ = build_stage1(data.train, cfg, threads=1, content_map=False)
         r = retrieval_ndcg(art, tables, data.valid, cfg.n_candidates)
         del art, tables
         tune.report({METRIC: r, "retrieval_ndcg": r, "stage": 1, "seconds": time.time() - t0})

@@ -7,6 +7,7 @@ thread, a retired one has its consumer stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from recsys.metrics import CONSUMER_APPLIED, CONSUMER_LAG, DEAD_LETTERS
 from recsys.storage import StorageUnavailable
 from recsys.stream import ConsumerLoop, EventStream, StreamUnavailable
 
@@ -27,11 +29,17 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def replica_name() -> str:
+    """This replica (RECSYS_REPLICA, else the host name: a Kubernetes pod's name)."""
+    return os.environ.get("RECSYS_REPLICA") or socket.gethostname()
+
+
 @dataclass
 class _Running:
     obj: Any
     loop: ConsumerLoop
     thread: threading.Thread
+    group: str
 
 
 class VersionConsumers(Generic[T]):
@@ -54,8 +62,12 @@ class VersionConsumers(Generic[T]):
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
-    def group(self, version: str) -> str:
-        return f"{self.kind}@{version}" if version else self.kind
+    def group(self, version: str, obj: T) -> str:
+        """One group per version, shared by the replicas when the state is shared (a Redis store: each
+        entry applied once by whichever replica reads it); one per replica when the state lives in the
+        process (every replica must apply every entry)."""
+        base = f"{self.kind}@{version}" if version else self.kind
+        return f"{base}@{replica_name()}" if self.replay(obj) else base
 
     def sync(self, live: Any) -> None:
         """LiveVersions.on_change: match the running consumers to the live versions."""
@@ -69,7 +81,8 @@ class VersionConsumers(Generic[T]):
                     self._begin(version, obj)
 
     def _begin(self, version: str, obj: T) -> None:
-        group, start = self.group(version), self.start(version, obj)
+        group, start = self.group(version, obj), self.start(version, obj)
+        DEAD_LETTERS.labels(group)  # exported at 0, so the first dead letter is an increase
         try:
             self.stream.ensure_group(group, start)
             if self.replay(obj):
@@ -80,13 +93,21 @@ class VersionConsumers(Generic[T]):
         loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(version, obj), start=start,
                             batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable))
         thread = loop.start_thread()
-        self._running[version] = _Running(obj, loop, thread)
+        self._running[version] = _Running(obj, loop, thread, group)
         log.info("consumer %s started at %s", group, start)
 
     def _stop(self, version: str) -> None:
         running = self._running.pop(version)
         running.loop.stop()
         running.thread.join(timeout=5)
+        for metric in (CONSUMER_LAG, CONSUMER_APPLIED, DEAD_LETTERS):  # a retired group must not keep alerting
+            with contextlib.suppress(KeyError):
+                metric.remove(running.group)
+        if self.replay(running.obj):  # this replica's own group: nobody will read it again
+            try:
+                self.stream.delete_group(running.group)
+            except Exception as exc:
+                log.warning("could not delete consumer group %s: %s", running.group, exc)
 
     def close(self) -> None:
         with self._lock:

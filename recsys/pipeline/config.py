@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from recsys.settings import AFFINITY_WINDOW, DIVERSITY_LAMBDA, HISTORY_WINDOW, MMR_POOL, N_CANDIDATES
+from recsys.settings import AFFINITY_WINDOW, DIVERSITY_LAMBDA, FRESH_SHARE, HISTORY_WINDOW, MMR_POOL, N_CANDIDATES
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class PipelineConfig:
     diversity_lambda: float = DIVERSITY_LAMBDA
     mmr_pool: int = MMR_POOL
     source_quotas: dict[str, float] = field(default_factory=dict)  # overrides of the bundle's quotas
+    fresh_share: float = FRESH_SHARE          # share of each list reserved for items added since training
 
     def override(self, **changes) -> PipelineConfig:
         """This config with the given settings replaced; None leaves a setting as it is."""

@@ -54,4 +54,5 @@ class LocalCandidateSource:
         ids, c = gen.retrieve_ids(history, exclude, n, attributes, include_seen, quotas)
         return CandidateList(item_ids=ids, score_names=list(c.score_names), scores=c.scores, source_masks=c.sources,
                              source_vocab=list(c.source_names), model_version=self.version,
-                             relative_score_names=list(gen.relative_score_names))
+                             relative_score_names=list(gen.relative_score_names),
+                             fresh_rows=np.flatnonzero(c.items >= gen.n_trained))

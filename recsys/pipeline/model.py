@@ -1,5 +1,10 @@
 """The ranking side of a bundle as ranker_svc holds it: the LightGBM ranker plus unit item embeddings
-(for the embedding-similarity feature and MMR diversity)."""
+(for the embedding-similarity feature and MMR diversity).
+
+Nothing here is indexed by catalog position: embeddings are looked up by item id, and an id the model does
+not know (an item added to candidate_svc at run time) gets a zero row, i.e. embedding similarity 0 and no
+embedding similarity to other items in MMR: neutral values. `ItemEmbeddings.with_items` lets the ranker use
+the new items' vectors too (the ones CandidateGenerator.add_items placed them at)."""
 
 from __future__ import annotations
 
@@ -25,6 +30,22 @@ class ItemEmbeddings:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
         return cls(item_row={x: i for i, x in enumerate(item_ids.tolist())}, unit=unit)
+
+    def with_items(self, item_ids: list[str], factors: np.ndarray) -> ItemEmbeddings:
+        """A copy that also knows `item_ids` (new rows; known ids get their row replaced). Assign it to
+        `ServingModel.embeddings` in one step: requests holding the old object are unaffected."""
+        add = ItemEmbeddings.from_factors(np.asarray(item_ids, dtype=str), np.asarray(factors, dtype=np.float32))
+        row = dict(self.item_row)
+        unit = self.unit
+        fresh = [x for x in dict.fromkeys(item_ids) if x not in row]
+        old = [(row[x], add.item_row[x]) for x in dict.fromkeys(item_ids) if x in row]
+        if old:
+            unit = unit.copy()
+            unit[[r for r, _ in old]] = add.unit[[a for _, a in old]]
+        if fresh:
+            unit = np.concatenate([unit, add.unit[[add.item_row[x] for x in fresh]]])
+            row.update({x: len(self.unit) + j for j, x in enumerate(fresh)})
+        return ItemEmbeddings(item_row=row, unit=unit)
 
     def lookup(self, item_ids: list[str]) -> np.ndarray:
         """Unit embeddings of the items (zero rows for items the model does not know)."""

@@ -104,6 +104,7 @@ def finalize(prep: Prepared, params: RecommendParams, model: ServingModel, cfg: 
             order = stages.top_k(prep.scores, keep, params.k)
         else:
             order = stages.diversify(prep.cand_emb, prep.items, prep.scores, keep, params.k, lam, cfg.mmr_pool)
+        order = stages.reserve_fresh(order, prep.cands, keep, params.k, cfg.fresh_share)
     contributions = None
     if params.explain and not prep.fallback and prep.x is not None:
         with t.stage("explain"):

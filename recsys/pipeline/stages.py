@@ -107,6 +107,33 @@ def diversify(cand_emb: np.ndarray, items: list[ItemView], scores: np.ndarray, k
     return top[mmr(scores[top], k, lam, sim)]
 
 
+def reserve_fresh(order: np.ndarray, cands: CandidateList, keep: np.ndarray, k: int, share: float) -> np.ndarray:
+    """Give up to ceil(share * k) of the list's last places to items added since training.
+
+    The ranker learned that items without interactions are poor candidates, which is true of trained
+    items and says nothing about a new one: without a reserved place, a new item is never shown and so
+    never gets the interactions that would teach the next model about it. Fresh candidates are placed by
+    their retrieval-space score (the content-mapped vector's ALS score, else candidate order).
+    """
+    if share <= 0 or not len(cands.fresh_rows) or k <= 0:
+        return order
+    fresh = np.intersect1d(cands.fresh_rows, keep)
+    slots = min(len(fresh), int(np.ceil(share * k)))
+    shown = np.isin(order, fresh)
+    need = slots - int(shown.sum())
+    if need <= 0:
+        return order
+    waiting = fresh[~np.isin(fresh, order)]
+    if "als_score" in cands.score_names:
+        col = cands.scores[waiting, cands.score_names.index("als_score")]
+        waiting = waiting[np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")]
+    extra = waiting[:need]
+    # keep the list's own order; the replaced places are its last non-fresh ones
+    drop = np.flatnonzero(~shown)[::-1][:max(0, len(order) + len(extra) - k)]
+    kept = np.delete(order, drop)
+    return np.concatenate([kept, extra]).astype(order.dtype)
+
+
 def popularity_scores(cands: CandidateList) -> np.ndarray:
     """Fallback scores when the ranker cannot score: the retrieval popularity score (candidate order if none)."""
     if "pop_score" in cands.score_names and len(cands.item_ids):

@@ -50,6 +50,7 @@ class CandidateList:
     source_vocab: list[str]
     model_version: str = ""
     relative_score_names: list[str] = field(default_factory=list)  # see RetrieveResponse
+    fresh_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # added at run time
 
     @cached_property
     def sources(self) -> list[list[str]]:

@@ -7,6 +7,8 @@ tables of each configured candidate source.
     retrieval/item_factors.npy        ALS item embeddings (the als source, the ranker, MMR)
     retrieval/item_categories.npz     one-hot categories
     retrieval/faiss-{exact,hnsw}.index  prebuilt ANN indexes over the embeddings
+    retrieval/content_map.{npz,json}  content -> factor map for items added at run time (content_map.py);
+                                      absent in older bundles, which fall back to category centroids
     retrieval/...                     each source's files (neighbors.npz, popularity.npy, ...)
 
 Bundles written before sources were components have no "sources" key: they load with the six sources
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.retrieval.content_map import CategoryMeans, ContentMap, ItemVectorizer
 from recsys.retrieval.sources import LEGACY_SOURCES, source_class
 from recsys.retrieval.sources.base import CandidateSource, Catalog
 
@@ -31,6 +34,7 @@ class RetrievalArtifacts:
     catalog: Catalog
     sources: list[CandidateSource]                  # in merge order
     quotas: dict[str, float] | None = None          # the bundle's quotas (None = each source's default)
+    content_map: ContentMap | None = None           # None: a bundle written before the map existed
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -49,6 +53,11 @@ class RetrievalArtifacts:
 
     def default_quotas(self) -> dict[str, float]:
         return dict(self.quotas) if self.quotas is not None else {s.name: s.quota for s in self.sources}
+
+    def vectorizer(self) -> ItemVectorizer:
+        """What places items added at run time among the factors: the content map, or for bundles without one
+        the mean of their categories' centroids (CategoryMeans)."""
+        return self.content_map if self.content_map is not None else CategoryMeans.of(self.catalog)
 
     def index_path(self, kind: str) -> Path | None:
         """The prebuilt FAISS index of this kind shipped in the bundle, if any."""
@@ -76,6 +85,8 @@ class RetrievalArtifacts:
             meta["quotas"] = self.quotas
         for s in self.sources:
             meta.update(s.save(directory))
+        if self.content_map is not None:
+            meta["content_map"] = self.content_map.save(directory)["info"]
         (directory / "retrieval.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -91,4 +102,4 @@ class RetrievalArtifacts:
             src = source_class(name).load(directory, meta, catalog)
             if src is not None:
                 sources.append(src)
-        return cls(catalog=catalog, sources=sources, quotas=meta.get("quotas"))
+        return cls(catalog=catalog, sources=sources, quotas=meta.get("quotas"), content_map=ContentMap.load(directory))

@@ -126,4 +126,5 @@ class RemoteCandidateSource:
         return CandidateList(item_ids=list(resp.item_ids), score_names=names, scores=scores,
                              source_masks=np.asarray(resp.source_masks, dtype=np.uint64),
                              source_vocab=list(resp.source_names), model_version=resp.model_version,
-                             relative_score_names=list(resp.relative_score_names))
+                             relative_score_names=list(resp.relative_score_names),
+                             fresh_rows=np.asarray(resp.fresh_rows, dtype=np.int64))

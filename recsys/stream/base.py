@@ -98,6 +98,13 @@ class EventStream(abc.ABC):
         """
 
     @abc.abstractmethod
+    def delete_group(self, group: str) -> None:
+        """Remove a group and its pending entries (a replica's own group when it shuts down); no-op if absent.
+
+        A group nobody reads keeps its lag growing and, for Redis, pins retention: delete what is retired.
+        """
+
+    @abc.abstractmethod
     def seek(self, group: str, position: str) -> None:
         """Move a group to "begin", "end" or an entry id (the next read returns entries after it).
 

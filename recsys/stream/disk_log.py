@@ -172,6 +172,10 @@ class DiskLogStream(EventStream):
                 finally:
                     os.close(fd)
 
+    def delete_group(self, group: str) -> None:
+        with self._group(group, "delete_group", create=True) as (_, path):
+            path.unlink(missing_ok=True)
+
     def seek(self, group: str, position: str) -> None:
         with self._group(group, "seek") as (_, path):
             self._save(path, _Group(self._position(position, "seek")))

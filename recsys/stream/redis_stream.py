@@ -191,6 +191,15 @@ class RedisStream(EventStream):
                 return info
         raise GroupNotFound(f"no consumer group {group!r} on {self.key!r} at {self.url}")
 
+    def delete_group(self, group: str) -> None:
+        check_name("group", group)
+        try:
+            with self._errors("delete_group"):
+                self._client.xgroup_destroy(self.key, group)
+        except StreamError as e:
+            if "no such key" not in str(e).lower() and "requires the key to exist" not in str(e).lower():
+                raise
+
     def seek(self, group: str, position: str) -> None:
         check_name("group", group)
         start = self._start_id(position)

@@ -15,6 +15,7 @@ from recsys.data.schema import Dataset
 from recsys.feature_tables import FeatureTables
 from recsys.retrieval.als import train_als
 from recsys.retrieval.artifacts import RetrievalArtifacts
+from recsys.retrieval.content_map import fit_content_map
 from recsys.retrieval.sources import source_class
 from recsys.retrieval.sources.base import Catalog, TrainingData
 from recsys.training.config import TrainConfig
@@ -151,9 +152,11 @@ def build_feature_tables(ds: Dataset, vocab: Vocab, weights: np.ndarray) -> Feat
         item_categories=cats, item_titles=titles, created_at=time.time())
 
 
-def build_stage1(ds: Dataset, cfg: TrainConfig, vocab: Vocab | None = None,
-                 threads: int = 0) -> tuple[RetrievalArtifacts, FeatureTables, Vocab]:
-    """Feature tables, the catalog (ALS embeddings, categories) and each configured candidate source."""
+def build_stage1(ds: Dataset, cfg: TrainConfig, vocab: Vocab | None = None, threads: int = 0,
+                 content_map: bool = True) -> tuple[RetrievalArtifacts, FeatureTables, Vocab]:
+    """Feature tables, the catalog (ALS embeddings, categories), each configured candidate source, and the
+    content -> factor map that places items added at serving time (`content_map=False` skips it: the
+    ranker's training folds never add items)."""
     vocab = vocab or Vocab.of(ds)
     tables = build_feature_tables(ds, vocab, ds.weights())
     x = user_item_matrix(ds.interactions, vocab)
@@ -169,4 +172,6 @@ def build_stage1(ds: Dataset, cfg: TrainConfig, vocab: Vocab | None = None,
                         tables=tables, catalog=catalog, cfg=cfg)
     sources = [src for name in cfg.sources if (src := source_class(name).build(data)) is not None]
     quotas = {s.name: s.quota for s in sources} | {k: v for k, v in cfg.source_quotas.items()}
-    return RetrievalArtifacts(catalog=catalog, sources=sources, quotas=quotas), tables, vocab
+    cmap = fit_content_map(catalog, tables.item_titles, data.item_counts, cfg.cold_threshold,
+                           seed=cfg.seed) if content_map else None
+    return RetrievalArtifacts(catalog=catalog, sources=sources, quotas=quotas, content_map=cmap), tables, vocab

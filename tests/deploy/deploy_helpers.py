@@ -173,3 +173,61 @@ def _validate_one(doc: dict) -> list[str]:
         except kv.utils.ValidationError as exc:
             errors.append(f"{ident} (k8s {version}): {'.'.join(map(str, exc.path))}: {exc.message}")
     return errors
+
+
+# Rendered objects: lookups shared by the manifest tests.
+def env_of(container: dict) -> dict[str, dict]:
+    """A container's env entries by name."""
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def deployment_of(docs: list[dict], component: str) -> dict:
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(f"-{component}"))
+
+
+def labels_match(selector: dict, labels: dict) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr["operator"], expr["key"], expr.get("values", [])
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+# NetworkPolicy evaluation (what a CNI would allow), for the connectivity assertions.
+class Peer:
+    def __init__(self, namespace: str, pod_labels: dict, ns_labels: dict | None = None):
+        self.namespace = namespace
+        self.pod_labels = pod_labels
+        self.ns_labels = {"kubernetes.io/metadata.name": namespace, **(ns_labels or {})}
+
+
+def _peer_matches(peer: dict, who: Peer, policy_ns: str) -> bool:
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        if not labels_match(peer["namespaceSelector"], who.ns_labels):
+            return False
+    elif who.namespace != policy_ns:
+        return False
+    return "podSelector" not in peer or labels_match(peer["podSelector"], who.pod_labels)
+
+
+def _port_matches(ports: list | None, number: int, name: str | None) -> bool:
+    return not ports or any(p.get("port") in (number, name) for p in ports)
+
+
+def allowed(policies, direction, target: Peer, other: Peer, number: int, name: str | None = None) -> bool:
+    """Is traffic between `target` (the selected pod) and `other` allowed in `direction` ("in"/"out")?
+    `policies` are NetworkPolicy objects with their namespace in "_ns"."""
+    kind, field, key = ("Ingress", "ingress", "from") if direction == "in" else ("Egress", "egress", "to")
+    selecting = [p for p in policies if p["_ns"] == target.namespace and kind in p["spec"]["policyTypes"]
+                 and labels_match(p["spec"]["podSelector"], target.pod_labels)]
+    if not selecting:
+        return True
+    return any((key not in rule or any(_peer_matches(peer, other, p["_ns"]) for peer in rule[key]))
+               and _port_matches(rule.get("ports"), number, name)
+               for p in selecting for rule in p["spec"].get(field, []))

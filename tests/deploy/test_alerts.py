@@ -92,6 +92,13 @@ def test_alertmanager_config_is_valid_and_routes():
         ("team=recsys", "severity=critical", "namespace=recsys-dev", "alertname=RecsysServiceDown"): "recsys-dev",
         ("team=recsys", "severity=warning", "namespace=recsys", "alertname=RecsysModelStale"): "recsys-ml",
         ("team=recsys", "severity=warning", "namespace=recsys", "alertname=RecsysTargetDown"): "recsys-ticket",
+        # Event stream (issue 9): a failing Feedback/Send pages; consumer and cache alerts go to the team channel.
+        ("team=recsys", "severity=critical", "namespace=recsys", "alertname=RecsysFeedbackSendFailing"):
+            "recsys-pager,recsys-ticket",
+        ("team=recsys", "severity=warning", "namespace=recsys", "alertname=RecsysStreamConsumerLagHigh"):
+            "recsys-ticket",
+        ("team=recsys", "severity=warning", "namespace=recsys", "alertname=RecsysEventVisibleLatencyHigh"):
+            "recsys-ticket",
         ("team=payments", "severity=critical"): "default",
     }
     for labels, receivers in cases.items():

@@ -17,7 +17,23 @@ from feature_svc.settings import FeatureSettings
 from ranker_svc.settings import RankerSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from deploy_helpers import CHART, K8S, MONITORING, RULES, helm, kustomize, render_chart, run, tool, validate  # noqa: E402
+from deploy_helpers import (  # noqa: E402
+    CHART,
+    K8S,
+    MONITORING,
+    RULES,
+    Peer,
+    allowed,
+    deployment_of,
+    env_of,
+    helm,
+    kustomize,
+    labels_match,
+    render_chart,
+    run,
+    tool,
+    validate,
+)
 
 MODULES = {"ranker_svc": RankerSettings, "candidate_svc": CandidateSettings, "feature_svc": FeatureSettings}
 COMPONENTS = ("ranker", "candidate", "feature")
@@ -31,6 +47,7 @@ HELM_SCENARIOS = {
     "prod": {
         "image": {"digest": "sha256:" + "a" * 64},
         "redis": {"existingSecret": "recsys-redis"},
+        "stream": {"existingSecret": "recsys-stream"},
         "config": {"candidate_svc": {"index": "hnsw", "max_n": 2000}, "ranker_svc": {"dependency_timeout_ms": 250}},
         "ranker": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 30,
                                    "targetCPUUtilizationPercentage": 60}},
@@ -147,37 +164,30 @@ def test_helm_scenarios_render_what_they_enable(helm_renders):
     assert "PersistentVolumeClaim" not in kinds["redis-url-object-store"]
 
 
-def _env(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def _deployment(docs, component):
-    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(f"-{component}"))
-
-
 def test_redis_on_and_off(helm_renders):
     for scenario, secret in (("defaults", None), ("prod", "recsys-redis"), ("redis-url-object-store", "recsys-redis")):
         docs = helm_renders[scenario]
-        feature = _env(_deployment(docs, "feature")["spec"]["template"]["spec"]["containers"][0])
+        feature = env_of(deployment_of(docs, "feature")["spec"]["template"]["spec"]["containers"][0])
         if secret is None:
             assert "RECSYS_STORAGE" not in feature
         else:
             ref = feature["RECSYS_STORAGE"]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == secret and ref["key"] == "url"
         for other in ("ranker", "candidate"):
-            assert "RECSYS_STORAGE" not in _env(_deployment(docs, other)["spec"]["template"]["spec"]["containers"][0])
+            other_container = deployment_of(docs, other)["spec"]["template"]["spec"]["containers"][0]
+            assert "RECSYS_STORAGE" not in env_of(other_container)
     secrets = [d for d in helm_renders["redis-url-object-store"] if d["kind"] == "Secret"]
     assert secrets and secrets[0]["stringData"]["url"] == "redis://redis.data.svc:6379/0"
     assert not [d for d in helm_renders["prod"] if d["kind"] == "Secret"], "existingSecret must not be re-created"
 
 
 def test_registry_modes(helm_renders):
-    env = _env(_deployment(helm_renders["defaults"], "ranker")["spec"]["template"]["spec"]["containers"][0])
+    env = env_of(deployment_of(helm_renders["defaults"], "ranker")["spec"]["template"]["spec"]["containers"][0])
     assert env["RECSYS_REGISTRY"]["value"] == "/models" and "RECSYS_BUNDLE" not in env
-    pinned = _env(_deployment(helm_renders["rayjob-pinned"], "ranker")["spec"]["template"]["spec"]["containers"][0])
+    pinned = env_of(deployment_of(helm_renders["rayjob-pinned"], "ranker")["spec"]["template"]["spec"]["containers"][0])
     assert pinned["RECSYS_BUNDLE"]["value"] == "/models/20250101-000000-abcdef" and "RECSYS_REGISTRY" not in pinned
     # Object store: a native sidecar syncs the registry; the service waits for the first CHAMPION.
-    pod = _deployment(helm_renders["redis-url-object-store"], "candidate")["spec"]["template"]["spec"]
+    pod = deployment_of(helm_renders["redis-url-object-store"], "candidate")["spec"]["template"]["spec"]
     (sidecar,) = pod["initContainers"]
     assert sidecar["restartPolicy"] == "Always" and "CHAMPION" in " ".join(sidecar["startupProbe"]["exec"]["command"])
     script = sidecar["command"][-1]
@@ -212,7 +222,7 @@ def test_validation_catches_a_broken_manifest(helm_renders):
     """Guard against a validator that passes everything."""
     import copy
 
-    dep = copy.deepcopy(_deployment(helm_renders["defaults"], "ranker"))
+    dep = copy.deepcopy(deployment_of(helm_renders["defaults"], "ranker"))
     dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpcc"] = {"port": 1}
     assert validate([dep], "broken"), "a misspelt field passed strict validation"
 
@@ -231,18 +241,6 @@ def _pod_specs(doc: dict) -> list[tuple[str, dict]]:
     if kind == "RayCronJob":
         return [("pod", doc["spec"]["jobTemplate"]["submitterPodTemplate"]["spec"])]
     return []
-
-
-def _labels_match(selector: dict, labels: dict) -> bool:
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        op, key, values = expr["operator"], expr["key"], expr.get("values", [])
-        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
-                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
-            return False
-    return True
 
 
 def test_pod_security_restricted_everywhere(all_renders):
@@ -290,7 +288,7 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             labels = tpl["metadata"]["labels"]
             component = labels["app.kubernetes.io/component"]
             assert component in COMPONENTS, name
-            assert _labels_match(dep["spec"]["selector"], labels), f"{name}: selector does not match its pods"
+            assert labels_match(dep["spec"]["selector"], labels), f"{name}: selector does not match its pods"
             assert labels.get("recsys.io/job") == f"recsys-{component}", f"{name}: Prometheus job label"
             (c,) = tpl["spec"]["containers"]
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -305,7 +303,7 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
                 assert c[probe]["grpc"].get("service") == "liveness", f"{name}: {probe} must check 'liveness'"
             assert c["command"][:2] == ["python", "-m"] and c["command"][2] == f"{component}_svc", name
             # A Service exposes the gRPC and metrics ports of exactly these pods.
-            services = [s for s in by_kind["Service"] if _labels_match({"matchLabels": s["spec"]["selector"]}, labels)]
+            services = [s for s in by_kind["Service"] if labels_match({"matchLabels": s["spec"]["selector"]}, labels)]
             assert len(services) == 1, f"{name}: {len(services)} Services select it"
             sports = {p["name"]: p for p in services[0]["spec"]["ports"]}
             assert sports["grpc"]["port"] == ports["grpc"] and sports["grpc"]["targetPort"] == "grpc", name
@@ -313,7 +311,7 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             assert services[0]["metadata"]["labels"].get("recsys.io/job") == f"recsys-{component}", name
             hpas = [h for h in by_kind.get("HorizontalPodAutoscaler", [])
                     if h["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]]
-            pdbs = [p for p in by_kind.get("PodDisruptionBudget", []) if _labels_match(p["spec"]["selector"], labels)]
+            pdbs = [p for p in by_kind.get("PodDisruptionBudget", []) if labels_match(p["spec"]["selector"], labels)]
             if where == "helm:features-off":
                 assert not hpas and not pdbs and dep["spec"]["replicas"] >= 1, name
                 continue
@@ -323,7 +321,7 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             assert len(pdbs) == 1, f"{name}: {len(pdbs)} PodDisruptionBudgets"
             # The PDB must select only this component's pods.
             other = {**labels, "app.kubernetes.io/component": "other"}
-            assert not _labels_match(pdbs[0]["spec"]["selector"], other), f"{name}: PDB selector too wide"
+            assert not labels_match(pdbs[0]["spec"]["selector"], other), f"{name}: PDB selector too wide"
 
 
 def test_configuration_uses_real_settings(all_renders):
@@ -351,7 +349,7 @@ def test_configuration_uses_real_settings(all_renders):
                     setting = env["name"].removeprefix("RECSYS_").lower()
                     assert setting in fields, f"{where}: {dep['metadata']['name']} sets unknown {env['name']}"
             mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-            config_path = _env(c)["RECSYS_CONFIG"]["value"]
+            config_path = env_of(c)["RECSYS_CONFIG"]["value"]
             assert os.path.dirname(config_path) in mounts, f"{where}: config file not mounted"
             assert mounts["/models"].get("readOnly") is True, f"{where}: services must mount the registry read-only"
             assert "/tmp" in mounts, f"{where}: no writable /tmp with a read-only root filesystem"
@@ -381,7 +379,7 @@ def test_retraining_job(all_renders):
         assert pod["restartPolicy"] == "Never", where
         retrain = next(c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == "retrain")
         assert retrain["command"] == ["/bin/sh", "/etc/recsys/retrain/retrain.sh"], where
-        env = _env(retrain)
+        env = env_of(retrain)
         assert env["RECSYS_DATASET"]["value"] and env["RECSYS_REGISTRY"]["value"] == "/models", where
         mounts = {m["mountPath"]: m for m in retrain["volumeMounts"]}
         assert not mounts["/models"].get("readOnly"), f"{where}: the job writes the registry"
@@ -391,40 +389,6 @@ def test_retraining_job(all_renders):
 
 
 # ---------------------------------------------------------------------------------------------- network policy
-
-
-class Peer:
-    def __init__(self, namespace: str, pod_labels: dict, ns_labels: dict | None = None):
-        self.namespace = namespace
-        self.pod_labels = pod_labels
-        self.ns_labels = {"kubernetes.io/metadata.name": namespace, **(ns_labels or {})}
-
-
-def _peer_matches(peer: dict, who: Peer, policy_ns: str) -> bool:
-    if "ipBlock" in peer:
-        return False
-    if "namespaceSelector" in peer:
-        if not _labels_match(peer["namespaceSelector"], who.ns_labels):
-            return False
-    elif who.namespace != policy_ns:
-        return False
-    return "podSelector" not in peer or _labels_match(peer["podSelector"], who.pod_labels)
-
-
-def _port_matches(ports: list | None, number: int, name: str | None) -> bool:
-    return not ports or any(p.get("port") in (number, name) for p in ports)
-
-
-def _allowed(policies, direction, target: Peer, other: Peer, number: int, name: str | None = None) -> bool:
-    """Is traffic between `target` (the selected pod) and `other` allowed in `direction`?"""
-    kind, field, key = ("Ingress", "ingress", "from") if direction == "in" else ("Egress", "egress", "to")
-    selecting = [p for p in policies if p["_ns"] == target.namespace and kind in p["spec"]["policyTypes"]
-                 and _labels_match(p["spec"]["podSelector"], target.pod_labels)]
-    if not selecting:
-        return True
-    return any((key not in rule or any(_peer_matches(peer, other, p["_ns"]) for peer in rule[key]))
-               and _port_matches(rule.get("ports"), number, name)
-               for p in selecting for rule in p["spec"].get(field, []))
 
 
 @pytest.mark.parametrize("where", ["helm:defaults", "helm:prod", "kustomize:overlays/prod", "kustomize:overlays/dev"])
@@ -443,7 +407,7 @@ def test_network_policies(all_renders, where):
     redis = Peer("redis", {"app": "redis"})
 
     def ingress(target, src, port, name):
-        return _allowed(policies, "in", target, src, port, name)
+        return allowed(policies, "in", target, src, port, name)
 
     for dep, port in ((feature, 50053), (candidate, 50052)):
         assert ingress(dep, ranker, port, "grpc"), f"{where}: ranker cannot call {port}"
@@ -455,11 +419,11 @@ def test_network_policies(all_renders, where):
     for target, port in ((ranker, 9101), (candidate, 9102), (feature, 9103)):
         assert ingress(target, prometheus, port, "metrics"), f"{where}: Prometheus cannot scrape {port}"
         assert not ingress(target, stranger, port, "metrics"), where
-    # Egress: the ranker reaches its dependencies only; feature_svc reaches Redis; nobody else gets out.
-    assert _allowed(policies, "out", ranker, feature, 50053) and _allowed(policies, "out", ranker, candidate, 50052)
-    assert not _allowed(policies, "out", ranker, Peer("internet", {}), 443), where
-    assert _allowed(policies, "out", feature, redis, 6379), where
-    assert not _allowed(policies, "out", candidate, redis, 6379), where
+    # Egress: the ranker reaches its dependencies (and Redis) only; nobody else gets out.
+    assert allowed(policies, "out", ranker, feature, 50053) and allowed(policies, "out", ranker, candidate, 50052)
+    assert not allowed(policies, "out", ranker, Peer("internet", {}), 443), where
+    # Redis (the event stream for all three, the feature store): see test_stream_manifests.py.
+    assert allowed(policies, "out", feature, redis, 6379), where
 
 
 # ---------------------------------------------------------------------------------------------- copies & overlays
@@ -494,13 +458,13 @@ def test_overlays_differ_as_documented(kustomize_builds):
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert not [d for d in dev if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
     assert [d for d in prod if d["kind"] == "ServiceMonitor"]
-    feature = _env(_deployment(prod, "feature")["spec"]["template"]["spec"]["containers"][0])
+    feature = env_of(deployment_of(prod, "feature")["spec"]["template"]["spec"]["containers"][0])
     assert feature["RECSYS_STORAGE"]["valueFrom"]["secretKeyRef"]["name"] == "recsys-redis"
     dev_cron = next(d for d in dev if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert _env(dev_cron["containers"][0])["RECSYS_DATASET"]["value"].startswith("synthetic")
+    assert env_of(dev_cron["containers"][0])["RECSYS_DATASET"]["value"].startswith("synthetic")
     assert "training-data" not in {v["name"] for v in dev_cron["volumes"]}
     prod_cron = next(d for d in prod if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    prod_env = _env(prod_cron["containers"][0])
+    prod_env = env_of(prod_cron["containers"][0])
     assert int(prod_env["RECSYS_TUNE_TRIALS"]["value"]) > 0 and prod_env["RAY_ADDRESS"]["value"].startswith("ray://")
     hpa = {d["metadata"]["name"]: d["spec"]["minReplicas"] for d in prod if d["kind"] == "HorizontalPodAutoscaler"}
     assert min(hpa.values()) >= 3, hpa

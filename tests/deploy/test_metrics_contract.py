@@ -1,13 +1,16 @@
 """The metrics contract: every metric the alert rules and the Grafana dashboard use exists in the
 /metrics of the real services (started by the `cluster` fixture), with the labels and label values
-the queries select on. Names that come from Prometheus itself or kube-state-metrics are allow-listed."""
+the queries select on. Names that come from Prometheus itself or kube-state-metrics are allow-listed.
+The traffic includes Feedback/Send events (issue 9), so the stream consumers' series exist as well."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import grpc
@@ -29,10 +32,22 @@ EXPECTED = {
     "all": {"grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds",
             "recsys_model_info", "recsys_model_bundle_created_timestamp_seconds", "recsys_model_reloads_total",
             "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"},
-    "ranker_svc": {"recsys_stage_duration_seconds", "recsys_recommendations_total", "recsys_model_quality"},
+    "ranker_svc": {"recsys_stage_duration_seconds", "recsys_recommendations_total", "recsys_model_quality",
+                   # issue 9: Feedback/Send, the exposure log, the per-user cache
+                   "recsys_feedback_events_total", "recsys_stream_append_failures_total", "recsys_exposures_total",
+                   "recsys_exposures_dropped_total", "recsys_cache_requests_total",
+                   "recsys_cache_invalidations_total"},
     "candidate_svc": {"recsys_candidates_total"},
     "feature_svc": {"recsys_feature_last_update_timestamp_seconds", "recsys_feature_events_total"},
 }
+# The stream consumers (issue 9): each of these services runs consumer groups and must emit, per group,
+# samples of these (not just declare them): features@<version> in feature_svc, items@<version> in
+# candidate_svc. The ranker's cache@<replica> group exists with an in-process cache only.
+CONSUMER_METRICS = ("recsys_stream_consumer_lag", "recsys_stream_consumer_applied_total",
+                    "recsys_event_visible_seconds_count")
+CONSUMER_GROUPS = {"feature_svc": r"features@.+", "candidate_svc": r"items@.+"}
+# The latency objectives of the event-visible alert (1 s features, 5 s items) must be bucket bounds.
+VISIBLE_BOUNDS = {"1.0", "5.0"}
 STAGES = {"fetch_user", "retrieve", "fetch_items", "featurize", "score", "diversify"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
                 "offset", "inf", "nan", "le"}
@@ -83,9 +98,47 @@ def test_metric_name_extraction():
     assert metric_names("time() - max(recsys:x:rate5m) > 36 * 3600") == set()
 
 
+def _scrape(svc) -> tuple[str, dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return text, {fam.name: fam for fam in text_string_to_metric_families(text)}
+
+
+def _feedback(target: str, items: list[str]) -> None:
+    """Feedback/Send through the proto stubs: interactions (one sent twice: a duplicate), a new item and an
+    invalid event, so every outcome and both consumer groups get samples."""
+    from recsys.v1 import feedback_pb2 as fpb
+    from recsys.v1 import feedback_pb2_grpc as fpb_grpc
+
+    def interaction(user, item):
+        ev = fpb.FeedbackEvent(event_id=uuid.uuid4().hex,
+                               interaction=fpb.Interaction(user_id=user, item_id=item, type="click"))
+        ev.timestamp.GetCurrentTime()
+        return ev
+
+    events = [interaction(f"u{i % 5}", item) for i, item in enumerate(items[:10])]
+    new_item = fpb.FeedbackEvent(event_id=uuid.uuid4().hex, item=fpb.ItemUpsert(
+        item_id=f"contract-{uuid.uuid4().hex[:8]}", title="a new item", categories=["news"]))
+    new_item.timestamp.GetCurrentTime()
+    invalid = fpb.FeedbackEvent(event_id=uuid.uuid4().hex, interaction=fpb.Interaction(user_id="3", type="click"))
+    with grpc.insecure_channel(target) as channel:
+        stub = fpb_grpc.FeedbackStub(channel)
+        first = stub.Send(fpb.SendRequest(events=[*events, new_item, invalid]), timeout=10)
+        again = stub.Send(fpb.SendRequest(events=events[:1]), timeout=10)
+    assert first.accepted == len(events) + 1 and len(first.rejected) == 1, first
+    assert again.duplicates == 1, again
+
+
+def _applied(families: dict, group_pattern: str) -> float:
+    return sum(s.value for f in families.values() for s in f.samples
+               if s.name == "recsys_stream_consumer_applied_total"
+               and re.fullmatch(group_pattern, s.labels.get("group", "")))
+
+
 @pytest.fixture(scope="module")
 def scraped(cluster):
-    """Send traffic (known and unknown users, a bad request), then scrape the three services."""
+    """Send traffic (known and unknown users, a bad request, a repeated user for the cache, Feedback
+    events), wait until the consumer groups applied events, then scrape the three services."""
     from recsys.client import RecommenderClient
 
     with RecommenderClient(cluster.target) as client:
@@ -93,18 +146,18 @@ def scraped(cluster):
             client.recommend(str(i), 10)
         client.recommend("someone-never-seen", 5)
         client.recommend("3", 5, explain=True)
+        # A known user twice: computed and cached, then a cache hit (cold-start answers are not cached).
+        items = [it.item_id for it in client.recommend("u7", 10).items]
+        client.recommend("u7", 10)
         with pytest.raises(grpc.RpcError) as bad:
             client.recommend("3", 0)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    out = {}
-    for name, svc in cluster.services.items():
-        with urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics_port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        families = {}
-        for fam in text_string_to_metric_families(text):
-            families[fam.name] = fam
-        out[name] = (text, families)
-    return out
+    _feedback(cluster.target, items)
+    deadline = time.monotonic() + 30
+    for name, pattern in CONSUMER_GROUPS.items():
+        while _applied(_scrape(cluster.services[name])[1], pattern) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return {name: _scrape(svc) for name, svc in cluster.services.items()}
 
 
 def _samples(scraped, service, name):
@@ -166,13 +219,30 @@ def test_labels_and_values_the_queries_rely_on(scraped):
     assert fresh and fresh[0].value > 1e9
 
 
-def test_naming_conventions(scraped):
-    for service, (_, families) in scraped.items():
-        for fam in families.values():
-            if not fam.name.startswith(("recsys_", "grpc_")):
-                continue
-            assert not re.search(r"_(ms|milliseconds|minutes|hours|bytes_total)$", fam.name), fam.name
-            if fam.type == "counter":
-                assert any(s.name == fam.name + "_total" for s in fam.samples) or not fam.samples, fam.name
-            if fam.type == "histogram":
-                assert fam.name.endswith("_seconds"), f"{service}: histogram {fam.name} without a base unit"
+def test_stream_labels_and_values_the_queries_rely_on(scraped):
+    """ranker_svc's side of the event-stream alerts and panels (RecsysFeedbackSendFailing,
+    RecsysExposuresDropped, RecsysCacheHitRatioCollapsed, the Feedback/exposure/cache panels)."""
+    send = {s.labels["grpc_code"] for s in _samples(scraped, "ranker_svc", "grpc_server_handled_total")
+            if s.labels.get("grpc_service") == "recsys.v1.Feedback" and s.labels.get("grpc_method") == "Send"}
+    assert "OK" in send, f"ranker_svc: no grpc_server_handled_total for recsys.v1.Feedback/Send: {send}"
+    outcomes = {s.labels["outcome"]: s.value for s in _samples(scraped, "ranker_svc", "recsys_feedback_events_total")}
+    assert {"accepted", "duplicate", "rejected"} <= {o for o, v in outcomes.items() if v > 0}, outcomes
+    exposures = [s.value for s in _samples(scraped, "ranker_svc", "recsys_exposures_total")]
+    assert exposures and exposures[0] > 0, "ranker_svc logs no exposure (exposures defaults to on)"
+    results = {s.labels["result"] for s in _samples(scraped, "ranker_svc", "recsys_cache_requests_total") if s.value}
+    assert {"hit", "miss"} <= results, f"ranker_svc cache results {results}"
+    assert results <= {"hit", "miss", "expired", "invalidated"}, results
+
+
+@pytest.mark.parametrize("service", sorted(CONSUMER_GROUPS))
+def test_consumer_groups_emit_their_series(scraped, service):
+    """The consumer side (RecsysStreamConsumerLag*, RecsysStreamDeadLetters, RecsysEventVisibleLatencyHigh
+    and the lag / applied / event-to-visible panels): after the Feedback events above, each service's
+    groups report lag, applied entries and event-to-visible observations, with the objectives as bounds."""
+    pattern = CONSUMER_GROUPS[service]
+    for metric in CONSUMER_METRICS:
+        groups = {s.labels.get("group", "") for s in _samples(scraped, service, metric)}
+        assert any(re.fullmatch(pattern, g) for g in groups), f"{service}: no {metric}{{group=~{pattern!r}}}: {groups}"
+    assert _applied(scraped[service][1], pattern) > 0, f"{service}: group {pattern} applied nothing in 30 s"
+    bounds = {s.labels["le"] for s in _samples(scraped, service, "recsys_event_visible_seconds_bucket")}
+    assert bounds >= VISIBLE_BOUNDS, f"{service}: the objectives must be bucket bounds, got {sorted(bounds)}"

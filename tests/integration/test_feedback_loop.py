@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from recsys.client import RecommenderClient, interaction
+from recsys.client import RecommenderClient, interaction, item_upsert
 from recsys.events.codec import decode
 from recsys.stream import open_stream
 from recsys.v1 import feedback_pb2 as fpb
@@ -116,3 +116,21 @@ def test_cached_lists_respect_k_exclusions_and_versions(cluster, small_dataset):
         assert c.cached and excluded not in {it.item_id for it in c.items} and len(c.items) == 10
         d = client.recommend(user, 10, explain=True)
         assert not d.cached and d.items[0].contributions
+
+
+def test_a_new_item_is_recommended_without_retraining(cluster, small_dataset):
+    user = str(small_dataset.interactions["user_id"].value_counts().index[3])
+    history = small_dataset.interactions[small_dataset.interactions["user_id"] == user]["item_id"]
+    cats = small_dataset.items.set_index("item_id").loc[history, "categories"].explode().value_counts()
+    favourite = str(cats.index[0])
+    with RecommenderClient(cluster.target) as client:
+        resp = client.send([item_upsert("upserted-item-1", "A brand new thing", [favourite])])
+        assert resp.accepted == 1
+
+        def shown() -> bool:  # explain bypasses the cache: a fresh answer each time
+            return "upserted-item-1" in {it.item_id for it in client.recommend(user, 10, explain=True).items}
+
+        seconds = wait_for(shown, 5, "the new item in the user's top 10")
+        assert seconds < 5
+        item = next(it for it in client.recommend(user, 10, explain=True).items if it.item_id == "upserted-item-1")
+        assert item.title == "A brand new thing" and item.categories == [favourite]  # its features exist too

@@ -396,3 +396,14 @@ def test_redis_script_error_appends_nothing(redis_url: str) -> None:
     assert client.exists("test:events:seen:a") == 0
     s.close()
     client.close()
+
+
+def test_delete_group_forgets_it(stream) -> None:
+    stream.append([(None, b"a"), (None, b"b")])
+    stream.ensure_group("gone", "begin")
+    stream.read("gone", "c1", 1)
+    stream.delete_group("gone")
+    stream.delete_group("gone")  # absent: a no-op
+    stream.delete_group("never-existed")
+    stream.ensure_group("gone", "end")
+    assert stream.read("gone", "c1", 10) == [] and stream.lag("gone") == 0

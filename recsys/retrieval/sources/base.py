@@ -31,10 +31,16 @@ class Catalog:
     item_categories: sp.csr_matrix  # float32 [I, C] one-hot categories
     category_names: list[str]
     source_dir: Path | None = None  # where the bundle's retrieval part was loaded from
+    added: int = 0                  # the last `added` rows were added at run time (CandidateGenerator.add_items)
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def n_trained(self) -> int:
+        """Rows that came with the bundle; their factors are learned and never replaced."""
+        return len(self.item_ids) - self.added
 
 
 @dataclass
@@ -87,6 +93,8 @@ class CandidateSource(abc.ABC):
     cold_quota: ClassVar[float] = 0.0           # ... and for a user without
 
     catalog: Catalog
+    # Items this source has tables for, when it did not grow with the catalog (see add_items); None = all.
+    n_known: int | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -108,6 +116,18 @@ class CandidateSource(abc.ABC):
     @abc.abstractmethod
     def propose(self, req: SourceRequest) -> Proposal:
         """Candidates and their scores for one request."""
+
+    def add_items(self, first: int, n: int, changed: np.ndarray) -> None:
+        """The catalog grew: rows first..first+n-1 are new items and `changed` lists older rows whose
+        categories (or, for items added at run time, vectors) changed. Called by CandidateGenerator.add_items
+        on a private shallow copy of a started source whose `catalog` already is the grown one, while requests
+        keep reading the previous copy: rebind attributes to new arrays, never write into existing ones.
+
+        This default suits a source without per-item growth: it keeps the tables it was built with, and the
+        generator hides newer items from it (they are neither proposed nor in its requests' histories, and its
+        score columns are NaN for them: missing, for the ranker)."""
+        if self.n_known is None:
+            self.n_known = first
 
 
 @dataclass
@@ -158,6 +178,17 @@ def accumulate(table: sp.csr_matrix, recent: np.ndarray, n_items: int) -> tuple[
     acc = np.bincount(rows.indices, weights=rows.data, minlength=n_items)
     items = np.flatnonzero(acc)
     return items, acc[items].astype(np.float32)
+
+
+def unknown_if_added(col: np.ndarray, items: np.ndarray, catalog: Catalog) -> np.ndarray:
+    """`col` with NaN for items added after training. A table learned from interactions knows nothing about
+    them, and missing (NaN: 0 in the ranker's linear base, z-scores over the other candidates) keeps the
+    ranker from reading "no co-occurrence yet" as evidence against a brand-new item."""
+    if not catalog.added or not len(items):
+        return col
+    out = np.array(col, dtype=np.float32)
+    out[items >= catalog.n_trained] = np.nan
+    return out
 
 
 def nan_column(items: np.ndarray) -> np.ndarray:

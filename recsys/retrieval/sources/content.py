@@ -36,6 +36,12 @@ class ContentSource(CandidateSource):
         np.save(directory / "cold.npy", self.cold)
         return {}
 
+    def add_items(self, first: int, n: int, changed: np.ndarray) -> None:
+        """New items are cold, so this source proposes them to users whose recent categories match theirs;
+        the cold items' category rows are re-read because an upsert may have changed some of them."""
+        self.cold = np.concatenate([self.cold, np.ones(n, bool)])
+        self.start("")
+
     def start(self, index: str) -> None:
         self.cold_items = np.flatnonzero(self.cold)
         self.cold_categories = self.catalog.item_categories[self.cold_items].tocsr()

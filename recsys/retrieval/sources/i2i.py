@@ -20,6 +20,7 @@ from recsys.retrieval.sources.base import (
     lookup,
     rank_in,
     top_positive,
+    unknown_if_added,
 )
 
 
@@ -28,14 +29,24 @@ class NeighborSource(CandidateSource):
 
     table: sp.csr_matrix
 
+    def add_items(self, first: int, n: int, changed: np.ndarray) -> None:
+        """New items have no neighbours yet: empty rows and columns (the table stays square)."""
+        t = self.table
+        indptr = np.concatenate([t.indptr, np.full(n, t.indptr[-1], dtype=t.indptr.dtype)])
+        self.table = sp.csr_matrix((t.data, t.indices, indptr), shape=(first + n, first + n))
+
     def propose(self, req: SourceRequest) -> Proposal:
         score, rank = self.columns
         if req.cold_user:
             empty = np.zeros(0, np.int64)
-            return Proposal(None, lambda items: {score: lookup(empty, empty, items), rank: rank_in(None, items)})
+            return Proposal(None, lambda items: {score: unknown_if_added(lookup(empty, empty, items), items,
+                                                                         self.catalog),
+                                                 rank: rank_in(None, items)})
         reached, weights = accumulate(self.table, req.recent, self.catalog.n_items)
         ranked = reached[top_positive(weights, req.depth)]
-        return Proposal(ranked, lambda items: {score: lookup(reached, weights, items), rank: rank_in(ranked, items)})
+        return Proposal(ranked, lambda items: {score: unknown_if_added(lookup(reached, weights, items), items,
+                                                                       self.catalog),
+                                               rank: rank_in(ranked, items)})
 
 
 @register_source

@@ -39,5 +39,10 @@ class PopularSource(CandidateSource):
     def start(self, index: str) -> None:
         self.order = np.argsort(-self.popularity, kind="stable")
 
+    def add_items(self, first: int, n: int, changed: np.ndarray) -> None:
+        """New items have no users yet: popularity 0, last in the order (where a stable sort puts them)."""
+        self.popularity = np.concatenate([self.popularity, np.zeros(n, np.float32)])
+        self.order = np.concatenate([self.order, np.arange(first, first + n)])
+
     def propose(self, req: SourceRequest) -> Proposal:
         return Proposal(self.order[: req.depth], lambda items: {"pop_score": self.popularity[items]})

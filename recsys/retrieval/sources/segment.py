@@ -11,7 +11,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.retrieval.sources import register_source
-from recsys.retrieval.sources.base import CandidateSource, Catalog, Proposal, SourceRequest, TrainingData, nan_column
+from recsys.retrieval.sources.base import (
+    CandidateSource,
+    Catalog,
+    Proposal,
+    SourceRequest,
+    TrainingData,
+    nan_column,
+    unknown_if_added,
+)
 
 MIN_SEGMENT_USERS = 5
 
@@ -68,6 +76,11 @@ class SegmentSource(CandidateSource):
         sp.save_npz(directory / "segments.npz", self.table)
         return {"segment_names": self.names}
 
+    def add_items(self, first: int, n: int, changed: np.ndarray) -> None:
+        """New items are in no segment's top list: the same entries, over a wider catalog."""
+        t = self.table
+        self.table = sp.csr_matrix((t.data, t.indices, t.indptr), shape=(t.shape[0], first + n))
+
     def scores(self, attributes: dict[str, str]) -> np.ndarray | None:
         rows = [self.row_of[f"{k}={v}"] for k, v in attributes.items() if f"{k}={v}" in self.row_of]
         if not rows:
@@ -80,4 +93,4 @@ class SegmentSource(CandidateSource):
             return Proposal(None, lambda items: {"segment_score": nan_column(items)})
         top = np.flatnonzero(seg > 0)
         ranked = top[np.argsort(-seg[top], kind="stable")][: req.depth]
-        return Proposal(ranked, lambda items: {"segment_score": seg[items]})
+        return Proposal(ranked, lambda items: {"segment_score": unknown_if_added(seg[items], items, self.catalog)})

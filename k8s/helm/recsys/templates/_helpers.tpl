@@ -91,6 +91,21 @@ recsys.io/job: recsys-{{ .component }}
 {{- default (printf "%s-redis" (include "recsys.fullname" .)) .Values.redis.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the event stream URL: stream.existingSecret, or <fullname>-stream (created by the
+chart from stream.url, or by the operator). */}}
+{{- define "recsys.streamSecretName" -}}
+{{- default (printf "%s-stream" (include "recsys.fullname" .)) .Values.stream.existingSecret -}}
+{{- end -}}
+
+{{/* RECSYS_STREAM from that Secret (one env entry). */}}
+{{- define "recsys.streamEnv" -}}
+- name: RECSYS_STREAM
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "recsys.streamSecretName" . }}
+      key: {{ .Values.stream.existingSecretKey }}
+{{- end -}}
+
 {{/* The rendered service configuration file (recsys.yaml). */}}
 {{- define "recsys.configFile" -}}
 {{- $fullname := include "recsys.fullname" . -}}

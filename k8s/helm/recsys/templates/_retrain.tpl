@@ -7,6 +7,8 @@
   command: ["/bin/sh", "/etc/recsys/retrain/retrain.sh"]
   env:
     {{- include "recsys.retrainEnv" . | nindent 4 }}
+    # The event stream whose interactions retrain.sh exports and trains on.
+    {{- include "recsys.streamEnv" . | nindent 4 }}
     - name: OMP_NUM_THREADS
       valueFrom:
         resourceFieldRef:
@@ -31,7 +33,8 @@
       mountPath: /tmp
 {{- end -}}
 
-{{/* Environment of retrain.sh. */}}
+{{/* Environment of retrain.sh (also the RayJob's runtimeEnvYAML, so values only: RECSYS_STREAM, a
+Secret reference, is added to the CronJob container above, and a RayJob inherits it from the Ray head). */}}
 {{- define "recsys.retrainEnv" -}}
 {{- $r := .Values.retrain -}}
 - name: RECSYS_DATASET
