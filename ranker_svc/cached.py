@@ -61,12 +61,9 @@ class CachedLists:
         depth = max(self.depth, k + len(exclude))
         resp, _ = await self.flights.run(f"{user_id}\x00{fp}", lambda: self._fill(user_id, fp, depth, compute))
         since: frozenset[str] = frozenset()
-        try:  # interactions noted while the list was computed, or not yet in its history, are filtered too
-            again = await self._call(self.cache.get, user_id, fp)
-            if isinstance(again, CacheHit):
-                since = again.recent | again.interacted_since
-        except CacheUnavailable:
-            pass
+        # interactions noted while the list was computed, or not yet in the history it read, are filtered too
+        with contextlib.suppress(CacheUnavailable):
+            since = await self._call(self.cache.noted, user_id)
         return _filtered(resp, k, set(exclude) | since, cached=False)
 
     async def _fill(self, user_id: str, fp: str, depth: int, compute: Compute) -> pb.RecommendResponse:

@@ -67,6 +67,11 @@ class ListCache(abc.ABC):
         """The user's interaction generation now; read it before computing a list to put."""
 
     @abc.abstractmethod
+    def noted(self, user_id: str) -> frozenset[str]:
+        """Every noted item still kept for the user (the most recent ones): filtered from a freshly computed
+        list too, whose history may lag behind them (the features consumer is asynchronous)."""
+
+    @abc.abstractmethod
     def put(self, user_id: str, fingerprint: str, entry: CachedList) -> None:
         """Store `entry` for ttl_s, unless its generation is no longer valid (then silently not stored)."""
 

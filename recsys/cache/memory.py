@@ -97,6 +97,12 @@ class MemoryListCache(ListCache):
             state = self._touch_user(user_id)
             return state.generation if state is not None else self._epoch
 
+    def noted(self, user_id: str) -> frozenset[str]:
+        check_user(user_id)
+        with self._lock:
+            state = self._users.get(user_id)
+            return frozenset(state.noted) if state is not None else frozenset()
+
     def put(self, user_id: str, fingerprint: str, entry: CachedList) -> None:
         key = (check_user(user_id), fingerprint)
         now = self._clock()

@@ -174,6 +174,11 @@ class RedisListCache(ListCache):
         with self._errors("generation"):
             return int(self._generation(keys=[f"{u}g"], args=[self._state_ttl_ms]))
 
+    def noted(self, user_id: str) -> frozenset[str]:
+        u = self._user(user_id)
+        with self._errors("noted"):
+            return frozenset(item.decode() for item in self._client.zrange(f"{u}n", 0, -1))
+
     def put(self, user_id: str, fingerprint: str, entry: CachedList) -> None:
         u = self._user(user_id)
         items = json.dumps(list(entry.item_ids), ensure_ascii=False, separators=(",", ":")).encode()

@@ -395,3 +395,9 @@ def test_hung_redis_times_out_after_the_short_timeout() -> None:
             cache.get("u", "fp")
         assert time.monotonic() - start < 1.0
         cache.close()
+
+
+def test_noted_items_are_known_without_a_list(cache) -> None:
+    assert cache.noted("nobody") == frozenset()
+    cache.note_interactions("u-noted", [("e1", "a"), ("e2", "b"), ("e2", "b")])
+    assert cache.noted("u-noted") == frozenset({"a", "b"})
