@@ -176,6 +176,19 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return resp
 
 
+async def trim_periodically(stream, interval_s: float) -> None:
+    """The producer applies the stream's retention (docs/event-stream.md): whole acknowledged segments
+    or entries older than the retention age; several replicas doing it is harmless."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            removed = await asyncio.to_thread(stream.trim)
+            if removed:
+                log.info("event stream retention removed %d entries", removed)
+        except Exception as exc:  # the stream being down is reported by Send and the consumers
+            log.warning("event stream trim failed: %s", exc)
+
+
 def _is_warmup(context: aio.ServicerContext) -> bool:
     """A cache warm-up call (`recsys cache warm`) shows nothing to anyone: it is not an exposure."""
     return any(k == WARMUP_METADATA[0] for k, _ in (context.invocation_metadata() or ()))
@@ -198,8 +211,10 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     cache_loop = cache_consumer(stream, cache, settings.consumer_batch) if cache is not None else None
     if exposures is not None:
         exposures.start()
+    trimmer = asyncio.get_running_loop().create_task(trim_periodically(stream, settings.stream_trim_interval_s))
 
     async def stop() -> None:
+        trimmer.cancel()
         if exposures is not None:
             await exposures.close()
         if cache_loop is not None:

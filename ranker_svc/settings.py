@@ -28,6 +28,7 @@ class RankerSettings:
     fresh_share: float = setting("fresh_share")
     max_k: int = setting("max_k")
     stream: str = setting("stream")
+    stream_trim_interval_s: float = setting("stream_trim_interval_s")
     consumer_batch: int = setting("consumer_batch")
     max_send_batch: int = setting("max_send_batch")
     exposures: bool = setting("exposures")

@@ -68,6 +68,8 @@ _DEFS = [
             "the ranker has no signal for them yet), filled only by retrieved ones", R, (0.0, 1.0)),
     Setting("stream", "file://recsys-data/events", "event stream URL: file://DIR (embedded durable log) or "
             "redis://host:port/db?key=recsys:events (Redis Streams)", ALL),
+    Setting("stream_trim_interval_s", 600.0, "how often ranker_svc applies the stream's retention policy "
+            "(docs/event-stream.md)", R, (1.0, 86_400 * 7)),
     Setting("consumer_batch", 500, "stream entries a consumer applies per step", F + C + R, (1, 100_000)),
     Setting("max_history", 1000, "longest history an event can grow (oldest items dropped, counters kept)", F,
             (1, 10_000_000)),

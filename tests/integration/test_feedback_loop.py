@@ -134,3 +134,41 @@ def test_a_new_item_is_recommended_without_retraining(cluster, small_dataset):
         assert seconds < 5
         item = next(it for it in client.recommend(user, 10, explain=True).items if it.item_id == "upserted-item-1")
         assert item.title == "A brand new thing" and item.categories == [favourite]  # its features exist too
+
+
+def test_a_huge_batch_for_one_user_never_stalls_recommend(cluster, small_dataset):
+    """The probe of issue 9: 10,000 events for one user in one call used to hold the store's lock on the
+    event loop for seconds, failing every concurrent Recommend."""
+    import threading
+
+    from recsys.v1 import features_pb2, features_pb2_grpc
+
+    items = small_dataset.interactions["item_id"].unique().tolist()
+    user = "firehose-user"
+    batch = [interaction(user, str(items[k % len(items)]), "view", event_id=f"fire-{k}") for k in range(10_000)]
+    direct = [features_pb2.Event(user_id=user, item_id=str(items[k % len(items)]), event="view")
+              for k in range(10_000)]
+    readers = [str(u) for u in small_dataset.interactions["user_id"].unique()[:40]]
+    failures: list[str] = []
+    done = threading.Event()
+
+    def write() -> None:
+        with RecommenderClient(cluster.target) as client, \
+                grpc.insecure_channel(cluster.services["feature_svc"].address) as ch:
+            assert client.send(batch, timeout=30).accepted == 10_000
+            features_pb2_grpc.FeatureStoreStub(ch).RecordEvents(features_pb2.RecordEventsRequest(events=direct),
+                                                               timeout=30)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with RecommenderClient(cluster.target) as client:
+        while not done.is_set() and len(failures) < 5:
+            for u in readers:
+                try:
+                    client.recommend(u, 10, explain=True, timeout=2.0)  # explain: computed, never cached
+                except grpc.RpcError as exc:
+                    failures.append(f"{u}: {exc.code().name}")
+    writer.join()
+    assert not failures
+    wait_for(lambda: len(user_state(cluster, user)[0].history) == min(1000, len(items)), 10, "the batch applied")
