@@ -54,8 +54,10 @@ def test_two_model_versions_side_by_side(small_bundle, small_dataset, tmp_path):
 
 def test_recsys_up_starts_and_stops_everything(small_bundle, tmp_path):
     port = free_port()
+    # run where the default event stream (./recsys-data/events) may be created
     proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "up", "--bundle", str(small_bundle),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path)
     try:
         wait_healthy(f"127.0.0.1:{port}", 120, proc, "recsys up")
         with RecommenderClient(f"127.0.0.1:{port}") as client:
@@ -105,3 +107,42 @@ def test_services_do_not_outlive_a_killed_parent(small_bundle):
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in pids)
+
+
+def test_events_survive_a_restart_of_recsys_up(small_bundle, small_dataset, tmp_path):
+    """The embedded log is on disk: what Send accepted before a restart is applied again after it."""
+    from recsys.client import interaction
+
+    item = str(small_dataset.interactions["item_id"].iloc[0])
+
+    def up() -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "up", "--bundle", str(small_bundle),
+                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, cwd=tmp_path)
+        wait_healthy(f"127.0.0.1:{port}", 120, proc, "recsys up")
+        return proc, port
+
+    def down(proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+    proc, port = up()
+    try:
+        with RecommenderClient(f"127.0.0.1:{port}") as client:
+            assert client.recommend("restarted-user", 5).cold_start
+            assert client.send([interaction("restarted-user", item, "purchase", event_id="survives")]).accepted == 1
+    finally:
+        down(proc)
+    assert (tmp_path / "recsys-data" / "events").is_dir()
+    proc, port = up()
+    try:
+        with RecommenderClient(f"127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 10
+            while client.recommend("restarted-user", 5).cold_start and time.monotonic() < deadline:
+                time.sleep(0.1)
+            resp = client.recommend("restarted-user", 5)
+            assert not resp.cold_start and item not in {it.item_id for it in resp.items}
+            assert client.send([interaction("restarted-user", item, "purchase", event_id="survives")]).duplicates == 1
+    finally:
+        down(proc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ def host_in_thread(bundle: Path):
     """The three services in one background event loop; returns (ports, stop)."""
     ports = {"feature": free_port(), "candidate": free_port(), "ranker": free_port()}
     b = [str(bundle)]
-    common = {"host": "127.0.0.1", "metrics_port": 0, "bundle": b}
+    # a fresh event stream of its own: never the working directory's default
+    common = {"host": "127.0.0.1", "metrics_port": 0, "bundle": b,
+              "stream": f"file://{tempfile.mkdtemp(prefix='recsys-stream-')}"}
     ready = threading.Event()
     state: dict = {}
 
