@@ -18,6 +18,10 @@ from recsys.v1 import stream_pb2 as spb
 
 log = logging.getLogger("ranker_svc.exposures")
 _BATCH = 500
+# How long the writer lets exposures accumulate before an append: one append (and one fsync) per
+# batch instead of per request, which is what keeps the log off the request path's CPU budget.
+_LINGER_S = 0.1
+_ENCODE_CHUNK = 16  # records encoded on the event loop between yields: a request never waits behind many
 
 
 class ExposureLog:
@@ -61,13 +65,19 @@ class ExposureLog:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            if len(self._queue) < _BATCH:
+                await asyncio.sleep(_LINGER_S)
             batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-            records = [(None, encode_exposure(_exposure(req, resp), at)) for req, resp, at in batch]
+            records: list[tuple[None, bytes]] = []
+            for start in range(0, len(batch), _ENCODE_CHUNK):
+                records += [(None, encode_exposure(_exposure(req, resp), at))
+                            for req, resp, at in batch[start:start + _ENCODE_CHUNK]]
+                await asyncio.sleep(0)  # let waiting requests run
             try:
                 await asyncio.to_thread(self.stream.append, records)
-                EXPOSURES.inc(len(records))
+                EXPOSURES.inc(len(batch))
             except StreamError as exc:
-                EXPOSURES_DROPPED.labels("stream_error").inc(len(records))
+                EXPOSURES_DROPPED.labels("stream_error").inc(len(batch))
                 STREAM_APPEND_FAILURES.labels("exposures").inc()
                 if time.monotonic() - self._last_error > 10:  # one line per 10 s, not one per batch
                     log.warning("exposures dropped: the event stream is unavailable: %s", exc)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.settings import RankerSettings
 from recsys.cache import open_cache
 from recsys.client import WARMUP_METADATA
+from recsys.events.codec import EXPOSURE_TOPIC
 from recsys.events.validate import Limits
 from recsys.metrics import MODEL_QUALITY, RECOMMEND_RESULTS, STAGE_LATENCY
 from recsys.pipeline.config import PipelineConfig
@@ -30,7 +32,7 @@ from recsys.pipeline.types import RecommendParams
 from recsys.rpc.host import Component, Loaded, ServiceHost
 from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from recsys.rpc.versions import LiveVersions, UnknownVersion
-from recsys.stream import open_stream
+from recsys.stream import open_stream, topic_url
 from recsys.v1 import feedback_pb2_grpc
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -176,17 +178,18 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return resp
 
 
-async def trim_periodically(stream, interval_s: float) -> None:
-    """The producer applies the stream's retention (docs/event-stream.md): whole acknowledged segments
+async def trim_periodically(streams: list, interval_s: float) -> None:
+    """The producer applies the streams' retention (docs/event-stream.md): whole acknowledged segments
     or entries older than the retention age; several replicas doing it is harmless."""
     while True:
         await asyncio.sleep(interval_s)
-        try:
-            removed = await asyncio.to_thread(stream.trim)
-            if removed:
-                log.info("event stream retention removed %d entries", removed)
-        except Exception as exc:  # the stream being down is reported by Send and the consumers
-            log.warning("event stream trim failed: %s", exc)
+        for stream in streams:
+            try:
+                removed = await asyncio.to_thread(stream.trim)
+                if removed:
+                    log.info("event stream retention removed %d entries", removed)
+            except Exception as exc:  # the stream being down is reported by Send and the consumers
+                log.warning("event stream trim failed: %s", exc)
 
 
 def _is_warmup(context: aio.ServicerContext) -> bool:
@@ -195,10 +198,15 @@ def _is_warmup(context: aio.ServicerContext) -> bool:
 
 
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
+    # Background threads (exposure appends, the cache consumer, stream trims) hold the GIL in bursts; with
+    # the default 5 ms switch interval a request on the event loop can wait that long behind one. 0.5 ms
+    # bounds the wait at a small throughput cost.
+    sys.setswitchinterval(0.0005)
     stream = open_stream(settings.stream)
     cache = open_cache(settings.cache, ttl_s=settings.cache_ttl_s, max_new=settings.cache_max_new)
     lists = CachedLists(cache, settings.cache_depth) if cache is not None else None
-    exposures = ExposureLog(stream, settings.exposure_queue) if settings.exposures else None
+    exposure_stream = open_stream(topic_url(settings.stream, EXPOSURE_TOPIC)) if settings.exposures else None
+    exposures = ExposureLog(exposure_stream, settings.exposure_queue) if exposure_stream is not None else None
     channels = Channels(settings.feature_addr, settings.candidate_addr)
     servicer = RecommenderServicer(channels, settings, lists, exposures)
     feedback = FeedbackServicer(stream, Limits(max_batch=settings.max_send_batch),
@@ -211,7 +219,8 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     cache_loop = cache_consumer(stream, cache, settings.consumer_batch) if cache is not None else None
     if exposures is not None:
         exposures.start()
-    trimmer = asyncio.get_running_loop().create_task(trim_periodically(stream, settings.stream_trim_interval_s))
+    trimmer = asyncio.get_running_loop().create_task(
+        trim_periodically([s for s in (stream, exposure_stream) if s is not None], settings.stream_trim_interval_s))
 
     async def stop() -> None:
         trimmer.cancel()

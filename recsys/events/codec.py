@@ -7,6 +7,10 @@ import time
 from recsys.v1 import feedback_pb2 as fpb
 from recsys.v1 import stream_pb2 as spb
 
+# Exposures go to a topic of their own beside the events (recsys.stream.topic_url): one per Recommend,
+# they would otherwise be most of what every event consumer reads.
+EXPOSURE_TOPIC = "exposures"
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -26,6 +26,7 @@ from recsys.stream.disk_log import DiskLogStream, open_disk_log
 __all__ = [
     "DEFAULT_DEDUP_TTL_S",
     "DEFAULT_STREAM_URL",
+    "topic_url",
     "ConsumerLoop",
     "DeadLetter",
     "DiskLogStream",
@@ -67,6 +68,22 @@ def open_stream(url: str) -> EventStream:
         raise ValueError(f"unsupported event stream URL scheme {scheme!r}: use one of "
                          f"{', '.join(s + '://' for s in stream_schemes())}")
     return factory(url)
+
+
+def topic_url(url: str, topic: str) -> str:
+    """The URL of a sibling stream on the same backend: a subdirectory of a disk log, `<key>:<topic>` in
+    Redis. Exposures live on their own topic, so the consumers of user events never read them (at one
+    exposure per Recommend they would outnumber the events many times over)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    url = (url or "").strip() or DEFAULT_STREAM_URL
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + topic)) if parts.path else \
+            urlunsplit(parts._replace(netloc=parts.netloc.rstrip("/") + "/" + topic))
+    query = dict(parse_qsl(parts.query))
+    query["key"] = f"{query.get('key', 'recsys:events')}:{topic}"
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _redis(url: str) -> EventStream:

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from recsys.client import RecommenderClient, interaction, item_upsert
-from recsys.events.codec import decode
-from recsys.stream import open_stream
+from recsys.events.codec import EXPOSURE_TOPIC, decode
+from recsys.stream import open_stream, topic_url
 from recsys.v1 import feedback_pb2 as fpb
 
 from .feedback_helpers import counter, user_state, wait_for
@@ -84,7 +84,7 @@ def test_every_response_is_logged_as_an_exposure(cluster, small_dataset):
     user = _known_user(small_dataset)
     with RecommenderClient(cluster.target) as client:
         resp = client.recommend(user, 7, request_id="exposure-check-1")
-    stream = open_stream(f"file://{cluster.log_dir / 'events'}")
+    stream = open_stream(topic_url(f"file://{cluster.log_dir / 'events'}", EXPOSURE_TOPIC))
 
     def logged():
         position = None
