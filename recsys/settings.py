@@ -82,7 +82,7 @@ _DEFS = [
     Setting("cache_ttl_s", 900.0, "a cached list expires after this many seconds", R, (0.001, 86_400 * 30)),
     Setting("cache_max_new", 10, "a cached list is recomputed after the user's N-th new interaction", R,
             (1, 1_000_000)),
-    Setting("cache_depth", 50, "items computed and cached per list (a request for more computes more)", R,
+    Setting("cache_depth", 25, "items computed and cached per list (a request for more computes more)", R,
             (1, 10_000)),
 ]
 CATALOG: dict[str, Setting] = {s.name: s for s in _DEFS}
