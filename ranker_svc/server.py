@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -198,10 +197,6 @@ def _is_warmup(context: aio.ServicerContext) -> bool:
 
 
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
-    # Background threads (exposure appends, the cache consumer, stream trims) hold the GIL in bursts; with
-    # the default 5 ms switch interval a request on the event loop can wait that long behind one. 0.5 ms
-    # bounds the wait at a small throughput cost.
-    sys.setswitchinterval(0.0005)
     stream = open_stream(settings.stream)
     cache = open_cache(settings.cache, ttl_s=settings.cache_ttl_s, max_new=settings.cache_max_new)
     lists = CachedLists(cache, settings.cache_depth) if cache is not None else None

@@ -19,8 +19,9 @@ def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: rando
     sample = rng.sample(users, min(len(users), 2400))
     items = FeatureTables.load(bundle / "features").item_ids.tolist()[:5000]
     out: dict = {"stream": stream.split("?")[0]}
-    out["ingest"] = [ingestion(cluster.target, sample, items, batch) for batch in (1, 100)]
+    # visibility first: after the ingestion runs the consumers have a backlog to work through
     out["visible"] = visibility(cluster.target, cluster.services["feature_svc"].address, sample[:200])
+    out["ingest"] = [ingestion(cluster.target, sample, items, batch) for batch in (1, 100)]
     out["cache"] = cache_latency(cluster.target, sample[200:700])
     out["exposures"] = exposure_cost(cluster.target, sample[700:1300])
     # Metarank's published ingestion range (1,000-3,000 events/s), capped by what Send sustained here

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -96,6 +97,9 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # A request's matrix work is tiny (hundreds of rows): BLAS/OpenMP thread pools only add hand-off
     # latency and contend with the event loop. Scale with processes (replicas), not threads.
+    # Background threads (stream consumers applying batches, the exposure writer) hold the GIL in bursts;
+    # with the default 5 ms switch interval a request on the event loop can wait that long behind one.
+    sys.setswitchinterval(0.0005)
     with threadpool_limits(1):
         faiss.omp_set_num_threads(1)
         asyncio.run(main())

@@ -273,7 +273,7 @@ class EmbeddedStorage(FeatureStorage):
         pass
 
 
-_EVENTS_PER_LOCK = 256  # events applied per lock hold (about a millisecond with capped histories)
+_EVENTS_PER_LOCK = 32  # events applied per lock hold: ~0.5 ms, the longest a concurrent read waits
 
 # Indirection so a test can force hash collisions and exercise the dict fallback.
 _hash = hash
