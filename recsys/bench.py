@@ -7,6 +7,8 @@ import argparse
 import json
 import platform
 import random
+import shutil
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -86,13 +88,17 @@ def stage_report(cluster: Cluster) -> dict[str, float]:
 def run_bench(args: argparse.Namespace, console: Console) -> int:
     bundle, users = ensure_bundle(args, console)
     rng = random.Random(0)
-    redis = start_redis(str(Path(args.workdir).resolve())) if args.feedback else None
+    # A fresh Redis per run: a stream left by an earlier run would be replayed by the consumers at start
+    redis_dir = tempfile.mkdtemp(prefix="recsys-bench-redis-")
+    redis = start_redis(redis_dir) if args.feedback else None
     stream = redis[1] + "?key=bench:events" if redis else None
     try:
         return _run(args, console, bundle, users, rng, stream)
     finally:
         if redis:
             redis[0].kill()
+            redis[0].wait()
+        shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[str], rng: random.Random,
