@@ -36,25 +36,14 @@ class FeedbackServicer(pb_grpc.FeedbackServicer):
         if n > self.limits.max_batch:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"events: at most {self.limits.max_batch} per call, got {n}")
-        resp = pb.SendResponse()
-        valid: list[pb.FeedbackEvent] = []
-        for i, ev in enumerate(request.events):
-            reason = validate_event(ev, i, self.limits)
-            if reason:
-                resp.rejected.add(index=i, event_id=ev.event_id[: self.limits.max_event_id], reason=reason)
-            else:
-                valid.append(ev)
-        FEEDBACK_EVENTS.labels("rejected").inc(len(resp.rejected))
-        if not valid:
-            return resp
-        at = now_ms()
-        records = [(ev.event_id, encode_event(ev, at)) for ev in valid]
-        try:
-            appended = await asyncio.to_thread(self.stream.append, records)
+        try:  # validation, encoding and the append in a worker thread: a big batch never holds the event loop
+            resp, valid, appended = await asyncio.to_thread(self._validate_and_append, request)
         except StreamError as exc:
             STREAM_APPEND_FAILURES.labels("feedback").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"the event stream cannot persist events now; nothing was accepted: {exc}")
+        if not valid:
+            return resp
         accepted = [ev for ev, new in zip(valid, appended, strict=True) if new]
         resp.accepted = len(accepted)
         resp.duplicates = len(valid) - len(accepted)
@@ -68,3 +57,19 @@ class FeedbackServicer(pb_grpc.FeedbackServicer):
             except Exception:  # the events are durable: a cache hiccup must not fail the call
                 log.exception("noting %d accepted events failed", len(accepted))
         return resp
+
+    def _validate_and_append(self, request: pb.SendRequest) -> tuple[pb.SendResponse, list, list[bool]]:
+        """In a worker thread: the per-event checks, the records and the one atomic append."""
+        resp = pb.SendResponse()
+        valid: list[pb.FeedbackEvent] = []
+        for i, ev in enumerate(request.events):
+            reason = validate_event(ev, i, self.limits)
+            if reason:
+                resp.rejected.add(index=i, event_id=ev.event_id[: self.limits.max_event_id], reason=reason)
+            else:
+                valid.append(ev)
+        FEEDBACK_EVENTS.labels("rejected").inc(len(resp.rejected))
+        if not valid:
+            return resp, valid, []
+        at = now_ms()
+        return resp, valid, self.stream.append([(ev.event_id, encode_event(ev, at)) for ev in valid])
