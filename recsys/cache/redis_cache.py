@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from recsys.cache.base import (
     DEFAULT_MAX_NEW,
@@ -37,6 +35,8 @@ from recsys.cache.base import (
     check_settings,
     check_user,
 )
+from recsys.redis_conn import close, ping, redact
+from recsys.redis_conn import connect as connect_redis
 
 DEFAULT_PREFIX = "recsys:cache"
 DEFAULT_TIMEOUT_S = 0.2
@@ -143,12 +143,8 @@ class RedisListCache(ListCache):
         self._grace_ms = max(1000, self._ttl_ms // 10)
         self._state_ttl_ms = 2 * (self._ttl_ms + self._grace_ms)
         self._keep_noted = NOTED_ITEMS_FACTOR * self.max_new
-        self._safe_url = _redact(url)
-        self._client = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=connect, socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            health_check_interval=30,
-        )
+        self._safe_url = redact(url, keep_query=False)
+        self._client = connect_redis(redis_url, connect, timeout)
         self._get = self._client.register_script(_GET_LUA)
         self._generation = self._client.register_script(_GENERATION_LUA)
         self._put = self._client.register_script(_PUT_LUA)
@@ -207,14 +203,10 @@ class RedisListCache(ListCache):
             self._invalidate(keys=[f"{u}g"], args=[self.max_new, self._state_ttl_ms])
 
     def ping(self) -> bool:
-        try:
-            return bool(self._client.ping())
-        except redis.exceptions.RedisError:
-            return False
+        return ping(self._client)
 
     def close(self) -> None:
-        self._client.close()
-        self._client.connection_pool.disconnect()
+        close(self._client)
 
     def _user(self, user_id: str) -> str:
         """The key prefix of one user's keys, with the user id as the Cluster hash tag."""
@@ -260,11 +252,3 @@ def _float(params: dict[str, str], name: str, default: float) -> float:
         raise ValueError(f"cache URL parameter {name} must be > 0, got {value}")
     return value
 
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return urlunsplit(parts._replace(query=""))
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc, query=""))

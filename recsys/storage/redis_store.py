@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from recsys.feature_tables import FeatureTables
+from recsys.redis_conn import close, connect, ping, redact
 from recsys.storage.base import (
     APPLIED_TTL_S,
     Event,
@@ -42,7 +41,7 @@ from recsys.storage.base import (
     UserRecord,
     check_history_limit,
 )
-from recsys.storage.redis_codec import HEADER, dump_json, glob_escape, is_gen, pack_rows, redact, unpack_many
+from recsys.storage.redis_codec import HEADER, dump_json, glob_escape, is_gen, pack_rows, unpack_many
 from recsys.storage.redis_scripts import RECORD_EVENTS, UPSERT
 
 log = logging.getLogger(__name__)
@@ -82,13 +81,7 @@ class RedisStorage(FeatureStorage):
         self.url = url
         self.namespace = namespace
         self._safe_url = redact(url)
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=read_timeout,
-            retry=Retry(NoBackoff(), retries, supported_errors=(redis.exceptions.ConnectionError,)),
-            health_check_interval=30,
-        )
+        self._client = connect(url, connect_timeout, read_timeout, retries)
         self._current_key = f"{namespace}:current"
         self._seq_key = f"{namespace}:seq"
         self._last_update_key = f"{namespace}:last_update"
@@ -342,14 +335,10 @@ class RedisStorage(FeatureStorage):
             self._client.set(f"{self.namespace}:bundle", version)
 
     def ping(self) -> bool:
-        try:
-            return bool(self._client.ping())
-        except redis.exceptions.RedisError:
-            return False
+        return ping(self._client)
 
     def close(self) -> None:
-        self._client.close()
-        self._client.connection_pool.disconnect()
+        close(self._client)
 
     # -- helpers ---------------------------------------------------------------------------------
 

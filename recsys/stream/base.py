@@ -12,7 +12,6 @@ import abc
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DEDUP_TTL_S = 7 * 86400.0
 DEFAULT_RETENTION_S = 7 * 86400.0
@@ -55,18 +54,6 @@ def check_name(kind: str, name: str) -> str:
         raise ValueError(f"{kind} name must match {_NAME.pattern!r}, got {name!r}")
     return name
 
-
-def redact(url: str) -> str:
-    """The URL without its password, safe for error messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable url>"
 
 
 class EventStream(abc.ABC):

@@ -29,9 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from recsys.redis_conn import close, connect, ping, redact
 from recsys.stream.base import (
     DEFAULT_DEDUP_TTL_S,
     DEFAULT_RETENTION_S,
@@ -42,7 +41,6 @@ from recsys.stream.base import (
     StreamError,
     StreamUnavailable,
     check_name,
-    redact,
 )
 
 log = logging.getLogger(__name__)
@@ -109,10 +107,7 @@ class RedisStream(EventStream):
         self._timeout_s = timeout_s
         client_url = urlunsplit(parts._replace(query=urlencode({k: v for k, v in query.items()
                                                                 if k not in _OWN_PARAMS})))
-        self._client = redis.Redis.from_url(
-            client_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            health_check_interval=30)
+        self._client = connect(client_url, timeout_s, timeout_s)
         self._append_script = self._client.register_script(_APPEND_LUA)
         self._checked_durability = False
         self._dead_key = f"{self.key}:dead"
@@ -364,14 +359,10 @@ class RedisStream(EventStream):
         return removed
 
     def ping(self) -> bool:
-        try:
-            return bool(self._client.ping())
-        except Exception:
-            return False
+        return ping(self._client)
 
     def close(self) -> None:
-        self._client.close()
-        self._client.connection_pool.disconnect()
+        close(self._client)
 
 
 def open_redis_stream(url: str) -> RedisStream:
