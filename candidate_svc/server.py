@@ -12,7 +12,6 @@ from grpc import aio
 
 from candidate_svc.settings import CandidateSettings
 from recsys.bundle import bundle_stream_position, verify_bundle
-from recsys.events.apply import group_name
 from recsys.events.consumers import VersionConsumers
 from recsys.events.items import ItemApplier
 from recsys.metrics import CANDIDATES
@@ -87,7 +86,7 @@ def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGen
     process only, so each start replays the upserts since the bundle was trained."""
     return VersionConsumers(
         open_stream(settings.stream), "items",
-        handler=lambda version, gen: ItemApplier(gen, group_name("items", version)),
+        handler=lambda group, gen: ItemApplier(gen, group),
         start=lambda version, gen: getattr(gen, "stream_start", "begin"),
         replay=lambda gen: True, batch=settings.consumer_batch)
 

@@ -14,12 +14,19 @@ from grpc import aio
 
 from feature_svc.settings import FeatureSettings
 from recsys.bundle import bundle_stream_position, verify_bundle
-from recsys.events.apply import FeatureApplier, group_name
+from recsys.events.apply import FeatureApplier
 from recsys.events.consumers import VersionConsumers
 from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE
 from recsys.rpc.host import Component, Loaded, ServiceHost, VersionsServicer
 from recsys.rpc.versions import LiveVersions, UnknownVersion
-from recsys.storage import Event, FeatureStorage, StorageError, open_storage, version_namespace
+from recsys.storage import (
+    DEFAULT_NAMESPACE,
+    Event,
+    FeatureStorage,
+    StorageError,
+    open_storage,
+    version_namespace,
+)
 from recsys.storage.bundle_loader import load_bundle_features
 from recsys.stream import open_stream
 from recsys.v1 import features_pb2 as pb
@@ -148,12 +155,17 @@ def _close(storage: FeatureStorage) -> None:
     storage.close()
 
 
+def _open(settings: FeatureSettings, namespace: str = DEFAULT_NAMESPACE) -> FeatureStorage:
+    storage = open_storage(settings.storage, namespace=namespace)
+    storage.history_cap = settings.max_history
+    return storage
+
+
 def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStorage]:
     """The storage of one bundle's features: loaded from the bundle, or (load_bundle off) one that
     `recsys features load` filled; a store not holding the version yet is retried on the next poll."""
     meta = verify_bundle(bundle)
-    storage = open_storage(settings.storage, namespace=version_namespace(meta.version))
-    storage.history_cap = settings.max_history
+    storage = _open(settings, version_namespace(meta.version))
     storage.stream_start = bundle_stream_position(bundle)  # where this version's consumer starts
     try:
         if settings.load_bundle:
@@ -174,7 +186,7 @@ def feature_consumers(settings: FeatureSettings) -> VersionConsumers[FeatureStor
     counters, new items and user attributes in that version's store."""
     return VersionConsumers(
         open_stream(settings.stream), "features",
-        handler=lambda version, storage: FeatureApplier(storage, group_name("features", version)),
+        handler=lambda group, storage: FeatureApplier(storage, group),
         start=lambda version, storage: getattr(storage, "stream_start", "begin"),
         replay=lambda storage: storage.in_process, batch=settings.consumer_batch)
 
@@ -188,9 +200,7 @@ async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -
     if settings.bundle or settings.registry:
         component = Component("feature_svc", lambda path: load_version(path, settings), servicer.versions)
     else:
-        storage = open_storage(settings.storage)
-        storage.history_cap = settings.max_history
-        servicer.versions.add(UNVERSIONED, storage)
+        servicer.versions.add(UNVERSIONED, _open(settings))
         host.add(versions_pb2_grpc.add_ModelVersionsServicer_to_server,
                  VersionsServicer("feature_svc", servicer.versions), "recsys.v1.ModelVersions")
     try:

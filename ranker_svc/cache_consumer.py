@@ -8,8 +8,7 @@ import contextlib
 from collections.abc import Sequence
 
 from recsys.cache import CacheUnavailable, ListCache
-from recsys.events.apply import is_interaction
-from recsys.events.codec import decode
+from recsys.events.apply import interactions_by_user, stream_events
 from recsys.events.consumers import consumer_name, replica_name
 from recsys.stream import ConsumerLoop, Entry, EventStream
 
@@ -20,13 +19,7 @@ def cache_consumer(stream: EventStream, cache: ListCache, batch: int) -> Consume
     group = f"cache@{replica_name()}"  # every replica must see every event: a group of its own
 
     def handle(entries: Sequence[Entry]) -> None:
-        by_user: dict[str, list[tuple[str, str]]] = {}
-        for e in entries:
-            rec = decode(e.data)
-            if is_interaction(rec):
-                it = rec.event.interaction
-                by_user.setdefault(it.user_id, []).append((rec.event.event_id, it.item_id))
-        for user_id, pairs in by_user.items():
+        for user_id, pairs in interactions_by_user(stream_events(entries)).items():
             with contextlib.suppress(CacheUnavailable):  # idempotent per event id: our own Sends are no-ops
                 cache.note_interactions(user_id, pairs)
 

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from recsys.cache import CachedList, CacheHit, CacheUnavailable, ListCache, SingleFlight, fingerprint
+from recsys.events.apply import interactions_by_user
 from recsys.metrics import CACHE_INVALIDATIONS, CACHE_REQUESTS
 from recsys.pipeline.config import PipelineConfig
 from recsys.v1 import feedback_pb2 as fpb
@@ -85,11 +86,7 @@ class CachedLists:
 
     async def note(self, events: Sequence[fpb.FeedbackEvent]) -> None:
         """Feedback/Send's hook: accepted interactions invalidate or filter the users' cached lists."""
-        by_user: dict[str, list[tuple[str, str]]] = {}
-        for ev in events:
-            if ev.WhichOneof("kind") == "interaction":
-                by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
-        for user_id, pairs in by_user.items():
+        for user_id, pairs in interactions_by_user(events).items():
             # on failure the TTL bounds how stale a list can get, and the next successful note catches up
             with contextlib.suppress(CacheUnavailable):
                 await self._call(self.cache.note_interactions, user_id, pairs)

@@ -45,10 +45,10 @@ class _Running:
 class VersionConsumers(Generic[T]):
     """Starts and stops a ConsumerLoop per live version.
 
-    handler(version, obj) makes the idempotent handler of a version's state; start(version, obj) says
-    where its group starts ("begin" or an entry id); replay(obj) is True when that state lives only in
-    this process (an embedded store, an in-memory index): its group is rewound to the start on every
-    process start, because what it had applied died with the previous process.
+    handler(group, obj) makes the idempotent handler of a version's state (the group labels its metrics);
+    start(version, obj) says where its group starts ("begin" or an entry id); replay(obj) is True when
+    that state lives only in this process (an embedded store, an in-memory index): its group is rewound
+    to the start on every process start, because what it had applied died with the previous process.
     """
 
     def __init__(self, stream: EventStream, kind: str, handler: Callable[[str, T], Callable],
@@ -90,7 +90,7 @@ class VersionConsumers(Generic[T]):
         except Exception as exc:  # the stream being down must not stop a version from serving
             log.warning("consumer %s: cannot position the group yet (%s); it will start at its saved position",
                         group, exc)
-        loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(version, obj), start=start,
+        loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(group, obj), start=start,
                             batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable))
         thread = loop.start_thread()
         self._running[version] = _Running(obj, loop, thread, group)
