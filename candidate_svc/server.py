@@ -18,6 +18,7 @@ from recsys.metrics import CANDIDATES
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.priority import IN_FLIGHT
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream
 from recsys.v1 import candidates_pb2 as pb
@@ -88,7 +89,8 @@ def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGen
         open_stream(settings.stream), "items",
         handler=lambda group, gen: ItemApplier(gen, group),
         start=lambda version, gen: getattr(gen, "stream_start", "begin"),
-        replay=lambda gen: True, batch=settings.consumer_batch)
+        replay=lambda gen: True, batch=settings.consumer_batch,
+        pace=IN_FLIGHT.yield_to_requests)  # one slice per poll: add_items copies catalog-sized arrays
 
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:

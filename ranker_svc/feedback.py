@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc import aio
 
+from recsys.events.apply import interactions_by_user
 from recsys.events.codec import encode_event, now_ms
 from recsys.events.validate import Limits, validate_event
 from recsys.metrics import FEEDBACK_EVENTS, STREAM_APPEND_FAILURES
@@ -21,13 +22,18 @@ from recsys.v1 import feedback_pb2_grpc as pb_grpc
 log = logging.getLogger("ranker_svc.feedback")
 
 
+ByUser = dict[str, list[tuple[str, str]]]  # user id -> (event id, item id) of the accepted interactions
+
+
 class FeedbackServicer(pb_grpc.FeedbackServicer):
-    """`on_accepted` sees the newly accepted events after they are durable (the cache notes interactions
-    there, so a list cached before a click never serves the clicked item)."""
+    """`on_accepted` sees the newly accepted interactions, per user, after they are durable (the cache
+    notes them there, so a list cached before a click never serves the clicked item)."""
 
     def __init__(self, stream: EventStream, limits: Limits,
-                 on_accepted: Callable[[Sequence[pb.FeedbackEvent]], Awaitable[None] | None] | None = None):
+                 on_accepted: Callable[[ByUser], Awaitable[None] | None] | None = None, producer: str = ""):
+        """`producer` marks the records this process appends (its cache follower skips them)."""
         self.stream = stream
+        self.producer = producer
         self.limits = limits
         self.on_accepted = on_accepted
 
@@ -37,29 +43,29 @@ class FeedbackServicer(pb_grpc.FeedbackServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"events: at most {self.limits.max_batch} per call, got {n}")
         try:  # validation, encoding and the append in a worker thread: a big batch never holds the event loop
-            resp, valid, appended = await asyncio.to_thread(self._validate_and_append, request)
+            resp, valid, appended, by_user = await asyncio.to_thread(self._validate_and_append, request)
         except StreamError as exc:
             STREAM_APPEND_FAILURES.labels("feedback").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"the event stream cannot persist events now; nothing was accepted: {exc}")
         if not valid:
             return resp
-        accepted = [ev for ev, new in zip(valid, appended, strict=True) if new]
-        resp.accepted = len(accepted)
-        resp.duplicates = len(valid) - len(accepted)
+        resp.accepted = sum(appended)
+        resp.duplicates = len(valid) - resp.accepted
         FEEDBACK_EVENTS.labels("accepted").inc(resp.accepted)
         FEEDBACK_EVENTS.labels("duplicate").inc(resp.duplicates)
-        if accepted and self.on_accepted is not None:
+        if by_user and self.on_accepted is not None:
             try:
-                result = self.on_accepted(accepted)
+                result = self.on_accepted(by_user)
                 if inspect.isawaitable(result):
                     await result
             except Exception:  # the events are durable: a cache hiccup must not fail the call
-                log.exception("noting %d accepted events failed", len(accepted))
+                log.exception("noting the accepted interactions of %d users failed", len(by_user))
         return resp
 
-    def _validate_and_append(self, request: pb.SendRequest) -> tuple[pb.SendResponse, list, list[bool]]:
-        """In a worker thread: the per-event checks, the records and the one atomic append."""
+    def _validate_and_append(self, request: pb.SendRequest) -> tuple[pb.SendResponse, list, list[bool], ByUser]:
+        """In a worker thread: the per-event checks, the records, the one atomic append, and the accepted
+        interactions grouped by user (off the event loop too: it walks every event)."""
         resp = pb.SendResponse()
         valid: list[pb.FeedbackEvent] = []
         for i, ev in enumerate(request.events):
@@ -70,6 +76,7 @@ class FeedbackServicer(pb_grpc.FeedbackServicer):
                 valid.append(ev)
         FEEDBACK_EVENTS.labels("rejected").inc(len(resp.rejected))
         if not valid:
-            return resp, valid, []
+            return resp, valid, [], {}
         at = now_ms()
-        return resp, valid, self.stream.append([(ev.event_id, encode_event(ev, at)) for ev in valid])
+        appended = self.stream.append([(ev.event_id, encode_event(ev, at, self.producer)) for ev in valid])
+        return resp, valid, appended, interactions_by_user(ev for ev, new in zip(valid, appended, strict=True) if new)

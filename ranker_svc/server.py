@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from ranker_svc.cache_consumer import cache_consumer
+from ranker_svc.cache_follower import CacheFollower
 from ranker_svc.cached import CachedLists, cacheable
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
@@ -22,6 +22,7 @@ from ranker_svc.settings import RankerSettings
 from recsys.cache import open_cache
 from recsys.client import WARMUP_METADATA
 from recsys.events.codec import EXPOSURE_TOPIC
+from recsys.events.consumers import consumer_name
 from recsys.events.validate import Limits
 from recsys.metrics import MODEL_QUALITY, RECOMMEND_RESULTS, STAGE_LATENCY
 from recsys.pipeline.config import PipelineConfig
@@ -29,6 +30,7 @@ from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import recommend
 from recsys.pipeline.types import RecommendParams
 from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.priority import IN_FLIGHT
 from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream, topic_url
@@ -201,17 +203,22 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     cache = open_cache(settings.cache, ttl_s=settings.cache_ttl_s, max_new=settings.cache_max_new)
     lists = CachedLists(cache, settings.cache_depth) if cache is not None else None
     exposure_stream = open_stream(topic_url(settings.stream, EXPOSURE_TOPIC)) if settings.exposures else None
-    exposures = ExposureLog(exposure_stream, settings.exposure_queue) if exposure_stream is not None else None
+    exposures = (ExposureLog(exposure_stream, settings.exposure_queue, pace=IN_FLIGHT.yield_to_requests)
+                 if exposure_stream is not None else None)
     channels = Channels(settings.feature_addr, settings.candidate_addr)
     servicer = RecommenderServicer(channels, settings, lists, exposures)
+    producer = consumer_name()
     feedback = FeedbackServicer(stream, Limits(max_batch=settings.max_send_batch),
-                                on_accepted=lists.note if lists is not None else None)
+                                on_accepted=lists.note if lists is not None else None, producer=producer)
     host = ServiceHost("ranker_svc", settings.host, settings.port, settings.metrics_port)
     host.add(pb_grpc.add_RecommenderServicer_to_server, servicer, "recsys.v1.Recommender")
     host.add(feedback_pb2_grpc.add_FeedbackServicer_to_server, feedback, "recsys.v1.Feedback")
     component = Component("ranker_svc", load_model, servicer.models, ready=channels.hold)
     # An in-process cache hears interactions sent through other replicas from the stream.
-    cache_loop = cache_consumer(stream, cache, settings.consumer_batch) if cache is not None else None
+    follower = (CacheFollower(settings.stream, cache, producer, settings.consumer_batch)
+                if cache is not None and getattr(cache, "in_process", False) else None)
+    if follower is not None:
+        follower.start(stream)
     if exposures is not None:
         exposures.start()
     trimmer = asyncio.get_running_loop().create_task(
@@ -221,10 +228,10 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         trimmer.cancel()
         if exposures is not None:
             await exposures.close()
-        if cache_loop is not None:
-            cache_loop.stop()
+        if follower is not None:
+            await asyncio.to_thread(follower.stop)
             with contextlib.suppress(Exception):  # its own group: nobody reads it after this replica
-                stream.delete_group(cache_loop.group)
+                stream.delete_group(follower.group)
         await channels.close()
 
     await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,

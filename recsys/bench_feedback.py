@@ -97,10 +97,14 @@ def visibility(target: str, feature_addr: str, users: Sequence[str], n: int = 20
 
 
 def cache_latency(target: str, users: Sequence[str], k: int = 10) -> dict[str, dict[str, float]]:
-    """Each user twice: the first call misses (computes and caches), the second hits."""
-    miss, hit, cached = [], [], 0
+    """Each user twice: the first call misses (computes and caches), the second hits; then a health
+    check on the same channel: a call that does nothing, the floor any hit stands on."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    miss, hit, noop, cached = [], [], [], 0
     with grpc.insecure_channel(target) as ch:
         stub = pb_grpc.RecommenderStub(ch)
+        health = health_pb2_grpc.HealthStub(ch)
         stub.Recommend(pb.RecommendRequest(user_id=users[0], k=k), timeout=5)
         for u in users[1:]:
             for bucket in (miss, hit):
@@ -108,7 +112,11 @@ def cache_latency(target: str, users: Sequence[str], k: int = 10) -> dict[str, d
                 resp = stub.Recommend(pb.RecommendRequest(user_id=u, k=k), timeout=5)
                 bucket.append(time.perf_counter() - t0)
                 cached += int(bucket is hit and resp.cached)
-    return {"miss": summarize(miss), "hit": summarize(hit) | {"hit_ratio": cached / max(1, len(hit))}}
+            t0 = time.perf_counter()
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            noop.append(time.perf_counter() - t0)
+    return {"miss": summarize(miss), "hit": summarize(hit) | {"hit_ratio": cached / max(1, len(hit))},
+            "noop": summarize(noop)}
 
 
 def _send_at_rate(target: str, users: Sequence[str], items: Sequence[str], rate: float, seconds: float,
@@ -131,9 +139,9 @@ def _send_at_rate(target: str, users: Sequence[str], items: Sequence[str], rate:
 
 
 def recommend_while_ingesting(target: str, users: Sequence[str], items: Sequence[str], rate: float,
-                              n: int = 500, k: int = 10) -> dict[str, float]:
+                              n: int = 500, k: int = 10) -> dict[str, Any]:
     """Sequential Recommend (distinct users, so cache misses) while another process sends `rate` events/s
-    in batches of 100."""
+    in batches of 100; the latencies themselves under "latencies_s" (for pooling windows)."""
     ctx = multiprocessing.get_context("spawn")
     sent = ctx.Value("l", 0)
     proc = None
@@ -155,7 +163,22 @@ def recommend_while_ingesting(target: str, users: Sequence[str], items: Sequence
     if proc is not None:
         proc.terminate()
         proc.join()
-    return summarize(lat) | {"events_per_s_sent": rate_seen}
+    return summarize(lat) | {"events_per_s_sent": rate_seen, "latencies_s": lat}
+
+
+def interleaved(target: str, users: Sequence[str], items: Sequence[str], rates: Sequence[float], rounds: int = 3,
+                n: int = 200) -> dict[str, dict[str, float]]:
+    """Quiet and ingesting windows in turn, `rounds` times, each condition's latencies pooled: the machine's
+    drift over a minute (it is large on a shared VM) lands on every condition alike."""
+    pooled: dict[float, list[float]] = {r: [] for r in rates}
+    sent: dict[float, list[float]] = {r: [] for r in rates}
+    users = list(users)
+    for i, rate in enumerate(r for _ in range(rounds) for r in rates):
+        run = recommend_while_ingesting(target, users[i * n:(i + 1) * n], items, rate=rate, n=n)
+        pooled[rate] += run["latencies_s"]
+        sent[rate].append(run["events_per_s_sent"])
+    return {("quiet" if r == 0 else f"{r:.0f} events/s"): summarize(pooled[r]) | {
+        "events_per_s_sent": sum(sent[r]) / len(sent[r])} for r in rates}
 
 
 def start_redis(workdir: str) -> tuple[object, str] | None:

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it when the starting process dies, so services
     never outlive a killed `recsys up` or test run."""
     with contextlib.suppress(OSError):
@@ -147,7 +147,7 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True,
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=die_with_parent if sys.platform == "linux" else None)
             cluster.services[name] = Service(name, ports[name], mport, proc, log_path)
         for svc in cluster.services.values():
             try:

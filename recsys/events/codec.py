@@ -16,10 +16,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def encode_event(ev: fpb.FeedbackEvent, accepted_at_ms: int) -> bytes:
+def encode_event(ev: fpb.FeedbackEvent, accepted_at_ms: int, producer: str = "") -> bytes:
     """A validated event as a stream record; an event without a timestamp happened when accepted."""
     ts = ev.timestamp.seconds * 1000 + ev.timestamp.nanos // 1_000_000 if ev.HasField("timestamp") else accepted_at_ms
-    return spb.StreamRecord(accepted_at_ms=accepted_at_ms, timestamp_ms=ts, event=ev).SerializeToString()
+    return spb.StreamRecord(accepted_at_ms=accepted_at_ms, timestamp_ms=ts, event=ev,
+                            producer=producer).SerializeToString()
 
 
 def encode_exposure(exposure: spb.Exposure, at_ms: int) -> bytes:

@@ -49,16 +49,20 @@ class VersionConsumers(Generic[T]):
     start(version, obj) says where its group starts ("begin" or an entry id); replay(obj) is True when
     that state lives only in this process (an embedded store, an in-memory index): its group is rewound
     to the start on every process start, because what it had applied died with the previous process.
+    pace and slice_size go to each ConsumerLoop (a serving process passes its yield to requests).
     """
 
     def __init__(self, stream: EventStream, kind: str, handler: Callable[[str, T], Callable],
-                 start: Callable[[str, T], str], replay: Callable[[T], bool], batch: int = 500):
+                 start: Callable[[str, T], str], replay: Callable[[T], bool], batch: int = 500,
+                 pace: Callable[[], object] | None = None, slice_size: int = 0):
         self.stream = stream
         self.kind = kind
         self.make_handler = handler
         self.start = start
         self.replay = replay
         self.batch = batch
+        self.pace = pace
+        self.slice_size = slice_size
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
@@ -91,7 +95,8 @@ class VersionConsumers(Generic[T]):
             log.warning("consumer %s: cannot position the group yet (%s); it will start at its saved position",
                         group, exc)
         loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(group, obj), start=start,
-                            batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable))
+                            batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable),
+                            slice_size=self.slice_size, pace=self.pace)
         thread = loop.start_thread()
         self._running[version] = _Running(obj, loop, thread, group)
         log.info("consumer %s started at %s", group, start)

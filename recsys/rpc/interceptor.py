@@ -1,4 +1,5 @@
-"""A server interceptor recording RED metrics for every unary RPC (go-grpc-prometheus names)."""
+"""A server interceptor recording RED metrics for every unary RPC (go-grpc-prometheus names) and counting
+the calls in flight, which background writers yield to (recsys.rpc.priority)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 from grpc import aio
 
 from recsys.metrics import GRPC_HANDLED, GRPC_LATENCY, GRPC_STARTED
+from recsys.rpc.priority import IN_FLIGHT
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -29,6 +31,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
             GRPC_STARTED.labels(service, method).inc()
             t0 = time.perf_counter()
             code = grpc.StatusCode.OK
+            IN_FLIGHT.enter()
             try:
                 response = await inner(request, context)
                 code = context.code() or grpc.StatusCode.OK
@@ -43,6 +46,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
+                IN_FLIGHT.leave()
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 GRPC_HANDLED.labels(service, method, name).inc()
                 GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - t0)

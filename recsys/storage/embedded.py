@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,7 +52,9 @@ class _State:
     item_hash_order: np.ndarray | None  # row of each sorted hash
     user_cols: OnlineColumns  # where an event lands in the feature vectors
     item_cols: OnlineColumns
-    applied: dict[str, float] = field(default_factory=dict)  # event id -> when applied, oldest first
+    # event id -> when applied, oldest first: an OrderedDict pops its oldest in O(1), where a dict's front
+    # is found by skipping the holes earlier deletions left
+    applied: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     @classmethod
     def build(cls, t: FeatureTables) -> _State:
@@ -138,11 +141,11 @@ class _State:
         """Whether `event_id` was applied within APPLIED_TTL_S; otherwise remember it (and forget expired ids)."""
         if event_id in self.applied:
             return True
-        self.applied[event_id] = now
-        if len(self.applied) % 1024 == 0:  # amortised expiry: the dict is in insertion (time) order
-            cutoff = now - APPLIED_TTL_S
-            for k in [k for k, t in zip(self.applied, self.applied.values(), strict=True) if t < cutoff]:
-                del self.applied[k]
+        applied = self.applied
+        applied[event_id] = now
+        cutoff = now - APPLIED_TTL_S
+        while applied and next(iter(applied.values())) < cutoff:  # expired ids, oldest first: O(1) each
+            applied.popitem(last=False)
         return False
 
 

@@ -1,7 +1,9 @@
 """The consumer loop every stream consumer runs: at-least-once delivery, poison entries to dead letters.
 
 One step (`poll_once`): the consumer's own pending entries first (what it read before a restart), then
-idle entries of dead consumers of the group (`claim`), then new ones; handle them as one batch; ack.
+idle entries of dead consumers of the group (`claim`), then new ones; handle them in slices of
+`slice_size` (the whole batch by default), calling `pace()` before each: a consumer inside a serving
+process passes recsys.rpc.priority's yield, so it works in the gaps between requests; ack.
 Delivery is at-least-once, so the handler must be idempotent (keyed by event id, or order-insensitive).
 
 When the handler raises for a batch the entries are retried one at a time, so one poison entry does not
@@ -35,7 +37,8 @@ class ConsumerLoop:
     def __init__(self, stream: EventStream, group: str, consumer: str, handler: Callable[[list[Entry]], None], *,
                  start: str = "begin", batch: int = 500, block_s: float = 0.05, claim_idle_s: float = 30.0,
                  max_deliveries: int = 5,
-                 transient_errors: tuple[type[BaseException], ...] = (StreamUnavailable,)) -> None:
+                 transient_errors: tuple[type[BaseException], ...] = (StreamUnavailable,),
+                 slice_size: int = 0, pace: Callable[[], object] | None = None) -> None:
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -46,11 +49,17 @@ class ConsumerLoop:
         self.claim_idle_s = float(claim_idle_s)
         self.max_deliveries = max(1, int(max_deliveries))
         self.transient_errors = transient_errors
+        self.slice_size = max(1, int(slice_size)) if slice_size else self.batch
+        self.pace = pace
         self._ready = False
         self._retry: list[Entry] = []  # entries whose handling hit a transient error: retried first
         self._failed = False  # the last poll left failing entries pending: back off before the next
         self._next_claim = 0.0
         self._next_lag = 0.0
+        self._lag_stale = False  # entries were acknowledged since the lag metric was last set
+        # Whether this consumer may own pending entries: at start (a restart's leftovers) and after any
+        # failure. Otherwise everything it read was acknowledged, and asking costs a call per poll.
+        self._check_pending = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -58,7 +67,8 @@ class ConsumerLoop:
         if self._retry:
             entries, self._retry = self._retry, []
             return entries
-        entries = self.stream.pending(self.group, self.consumer, self.batch)
+        entries = self.stream.pending(self.group, self.consumer, self.batch) if self._check_pending else []
+        self._check_pending = len(entries) >= self.batch  # a full batch: there may be more
         now = time.monotonic()
         if not entries and now >= self._next_claim:
             self._next_claim = now + max(0.05, min(self.claim_idle_s / 4, 5.0))  # claims are rare
@@ -72,33 +82,30 @@ class ConsumerLoop:
         if not self._ready:
             self.stream.ensure_group(self.group, self.start)
             self._ready = True
+        if self.pace is not None:
+            self.pace()
+        self._check_pending = self._check_pending or self._failed
         entries = self._fetch()
         done: list[Entry] = []
         failed: list[tuple[Entry, BaseException]] = []
         try:
-            if entries:
-                try:
-                    self.handler(entries)
-                    done = entries
-                except self.transient_errors:
-                    raise
-                except Exception:
-                    for k, entry in enumerate(entries):
-                        try:
-                            self.handler([entry])
-                            done.append(entry)
-                        except self.transient_errors:
-                            self._retry = entries[k:]
-                            raise
-                        except Exception as e:
-                            failed.append((entry, e))
+            for start in range(0, len(entries), self.slice_size):
+                if self.pace is not None:
+                    self.pace()
+                self._handle(entries, start, done, failed)
         except self.transient_errors:
             if not self._retry:
                 self._retry = entries
             raise
+        except BaseException:
+            self._check_pending = True
+            raise
         finally:
             if done:
+                check, self._check_pending = self._check_pending, True  # until the ack has succeeded
                 self.stream.ack(self.group, [e.id for e in done])
+                self._check_pending = check
+                self._lag_stale = True
                 CONSUMER_APPLIED.labels(self.group).inc(len(done))
         self._failed = False
         for entry, error in failed:
@@ -109,13 +116,38 @@ class ConsumerLoop:
                 DEAD_LETTERS.labels(self.group).inc()
             else:
                 self._failed = True  # stays pending: redelivered by the next poll
-        self._update_lag(force=bool(entries))
+        self._update_lag(force=self._lag_stale and not entries)
         return len(done)
 
+    def _handle(self, entries: list[Entry], start: int, done: list[Entry],
+                failed: list[tuple[Entry, BaseException]]) -> None:
+        """One slice as one handler call; on a non-transient error its entries one at a time."""
+        part = entries[start:start + self.slice_size]
+        try:
+            self.handler(part)
+            done.extend(part)
+            return
+        except self.transient_errors:
+            self._retry = entries[start:]
+            raise
+        except Exception:
+            pass
+        for k, entry in enumerate(part):
+            try:
+                self.handler([entry])
+                done.append(entry)
+            except self.transient_errors:
+                self._retry = entries[start + k:]
+                raise
+            except Exception as e:
+                failed.append((entry, e))
+
     def _update_lag(self, force: bool) -> None:
+        """At most every _LAG_EVERY_S while entries flow (it costs a call), and once on catching up."""
         now = time.monotonic()
         if force or now >= self._next_lag:
             self._next_lag = now + _LAG_EVERY_S
+            self._lag_stale = False
             CONSUMER_LAG.labels(self.group).set(self.stream.lag(self.group))
 
     def run(self, stop: threading.Event) -> None:

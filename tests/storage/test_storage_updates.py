@@ -141,3 +141,19 @@ def test_online_features_follow_the_events(storage: FeatureStorage) -> None:  # 
     a, _, c = storage.get_items(["a", "b", "c"])
     assert a.values.tolist() == [6, 4, 0, 50, 9]
     assert c.values.tolist() == [2, 2, 1, 250, 9]
+
+
+def test_embedded_applied_ids_expire_oldest_first_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys.storage import embedded
+    from recsys.storage.base import APPLIED_TTL_S
+
+    store = embedded.EmbeddedStorage()
+    store.load(make_tables())
+    clock = [1_000_000.0]
+    monkeypatch.setattr(embedded.time, "time", lambda: clock[0])
+    assert store.record_events([Event("u2", "i3", event_id=f"old{k}") for k in range(3000)]) == 3000
+    clock[0] += APPLIED_TTL_S + 1
+    assert store.record_events([Event("u2", "i4", event_id="new")]) == 1
+    assert list(store._state.applied) == ["new"]  # the expired ids went on the next apply
+    assert store.record_events([Event("u2", "i3", event_id="old0")]) == 1  # forgotten, so applied again
+    assert store.record_events([Event("u2", "i3", event_id="new")]) == 0

@@ -153,3 +153,51 @@ def test_a_vanished_group_is_recreated(stream: DiskLogStream, tmp_path: Path) ->
     finally:
         loop.stop()
     assert applied[0] == b"a" and set(applied) == {b"a", b"b"}  # at least once: "a" may come again
+
+
+def test_a_paced_loop_handles_a_batch_in_slices_and_yields_before_each(stream: DiskLogStream) -> None:
+    stream.append([(None, f"e{i}".encode()) for i in range(50)])
+    events: list[str] = []
+    loop = ConsumerLoop(stream, "paced", "c", lambda entries: events.append(f"handle {len(entries)}"), batch=50,
+                        slice_size=16, pace=lambda: events.append("pace"))
+    assert loop.poll_once() == 50
+    # one yield before the read, then one before each slice of at most 16
+    assert events == ["pace", "pace", "handle 16", "pace", "handle 16", "pace", "handle 16", "pace", "handle 2"]
+    assert stream.lag("paced") == 0
+
+
+def test_a_failing_slice_is_retried_entry_by_entry_and_the_other_slices_are_kept(stream: DiskLogStream) -> None:
+    stream.append([(None, b"poison" if i == 5 else f"ok{i}".encode()) for i in range(12)])
+    applied: list[bytes] = []
+
+    def handler(entries: list[Entry]) -> None:
+        if any(e.data == b"poison" for e in entries):
+            raise ValueError("poison")
+        applied.extend(e.data for e in entries)
+
+    loop = ConsumerLoop(stream, "slices", "c", handler, batch=12, slice_size=4, max_deliveries=1)
+    assert loop.poll_once() == 11
+    assert applied == [f"ok{i}".encode() for i in range(12) if i != 5]
+    assert [d.data for d in stream.dead_letters("slices")] == [b"poison"]
+
+
+def test_pending_entries_are_asked_for_only_when_some_may_exist(stream: DiskLogStream,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    stream.append([(None, f"e{i}".encode()) for i in range(6)])
+    stream.ensure_group("quiet")
+    assert len(stream.read("quiet", "c", 2)) == 2  # a previous life of consumer c left two pending
+    calls = {"pending": 0}
+    real_pending = stream.pending
+
+    def counting_pending(*args, **kwargs):
+        calls["pending"] += 1
+        return real_pending(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "pending", counting_pending)
+    seen: list[bytes] = []
+    loop = ConsumerLoop(stream, "quiet", "c", lambda entries: seen.extend(e.data for e in entries), batch=10,
+                        block_s=0)
+    for _ in range(5):
+        loop.poll_once()
+    assert sorted(seen) == sorted(f"e{i}".encode() for i in range(6))
+    assert calls["pending"] == 1  # at start only: every later batch was acknowledged
