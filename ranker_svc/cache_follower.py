@@ -6,8 +6,9 @@ Reading and decoding every event on the stream is Python work at the event rate.
 ranker it made each Recommend wait for the interpreter lock at every hop (p99 +15 ms at 2,900 events/s
 on 2 cores), so a child process does it: it consumes the group `cache@<replica>`, drops what this
 process appended itself (the record's `producer`), and sends the other interactions, grouped by user,
-through a pipe; a thread here notes them. With one replica nothing crosses the pipe. The child's
-consumer metrics cross it too, so the group's lag and dead letters are exported by the ranker as before.
+through a pipe (ranker_svc/cache_follower_child.py); a thread here notes them. With one replica
+nothing crosses the pipe. The child's consumer metrics cross it too, so the group's lag and dead letters
+are exported by the ranker as before.
 A child that dies is restarted (backoff up to 5 s); it dies with the ranker.
 """
 
@@ -26,13 +27,11 @@ from typing import Any
 
 from recsys.cache import CacheUnavailable, ListCache
 from recsys.cluster import die_with_parent
-from recsys.events.codec import decode
 from recsys.events.consumers import consumer_name, replica_name
 from recsys.metrics import CONSUMER_APPLIED, CONSUMER_LAG, DEAD_LETTERS
-from recsys.stream import ConsumerLoop, EventStream, open_stream
+from recsys.stream import EventStream
 
 log = logging.getLogger("ranker_svc.cache_follower")
-_METRICS_EVERY_S = 0.5
 _MAX_RESTART_S = 5.0
 
 
@@ -75,11 +74,11 @@ class CacheFollower:
             self._thread.join(timeout_s)
 
     def _spawn(self) -> tuple[subprocess.Popen, Connection]:
-        """`python -m ranker_svc.cache_follower`: a lean child (no model, no gRPC server) that writes
+        """`python -m ranker_svc.cache_follower_child`: a lean child (no model, no gRPC server) that writes
         to a pipe; its settings go through stdin, so a stream URL's password never shows in `ps`."""
         read_fd, write_fd = os.pipe()
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "ranker_svc.cache_follower", str(write_fd)],
+            proc = subprocess.Popen([sys.executable, "-m", "ranker_svc.cache_follower_child", str(write_fd)],
                                     stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
                                     preexec_fn=die_with_parent if sys.platform == "linux" else None)
         finally:
@@ -124,49 +123,3 @@ class CacheFollower:
             CONSUMER_APPLIED.labels(self.group).inc(max(0.0, applied - self._applied))
             DEAD_LETTERS.labels(self.group).inc(max(0.0, dead - self._dead))
             self._applied, self._dead = applied, dead
-
-
-def follow(stream_url: str, group: str, consumer: str, producer: str, batch: int, conn: Any) -> None:
-    """The child: consume `group` from the end, send the foreign interactions and the metrics."""
-    from prometheus_client import REGISTRY
-
-    lock = threading.Lock()  # the handler's thread and the metrics loop share the pipe
-
-    def handle(entries: list) -> None:
-        by_user: dict[str, list[tuple[str, str]]] = {}
-        for entry in entries:
-            rec = decode(entry.data)
-            if rec.producer == producer or rec.WhichOneof("kind") != "event":
-                continue
-            ev = rec.event
-            if ev.WhichOneof("kind") == "interaction":
-                by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
-        if by_user:
-            with lock:
-                conn.send(("notes", by_user))
-
-    stream = open_stream(stream_url)
-    loop = ConsumerLoop(stream, group, consumer, handle, start="end", batch=batch)
-    loop.start_thread()
-
-    def sample(name: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {"group": group})
-
-    try:
-        while True:
-            time.sleep(_METRICS_EVERY_S)
-            with lock:
-                conn.send(("metrics", sample("recsys_stream_consumer_lag"),
-                           sample("recsys_stream_consumer_applied_total") or 0.0,
-                           sample("recsys_stream_dead_letters_total") or 0.0))
-    except (BrokenPipeError, EOFError, OSError):
-        pass  # the ranker is gone
-    finally:
-        loop.stop()
-
-
-if __name__ == "__main__":
-    settings = json.loads(sys.stdin.read())
-    pipe = Connection(int(sys.argv[1]), readable=False)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s cache-follower %(message)s")
-    follow(settings["stream"], settings["group"], settings["consumer"], settings["producer"], settings["batch"], pipe)

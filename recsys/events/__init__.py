@@ -3,9 +3,7 @@ event stream, and how each consumer applies them (online features, training expo
 
 Interactions, item upserts and user upserts come from Feedback/Send; exposures from Recommend. Every
 stream record is a `recsys.v1.StreamRecord` (protos/recsys/v1/stream.proto).
+
+Nothing is imported here: a process that only decodes records (the ranker's cache follower) stays
+free of the validation's and the dataset code's dependencies (pandas).
 """
-
-from recsys.events.codec import decode, encode_event, encode_exposure
-from recsys.events.validate import INTERACTION_TYPES, Limits, validate_event
-
-__all__ = ["INTERACTION_TYPES", "Limits", "decode", "encode_event", "encode_exposure", "validate_event"]
