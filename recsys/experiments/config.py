@@ -238,7 +238,7 @@ def _arm(r: _Reader, node: yaml.Node, key: str) -> Arm:
             continue
         if kind is dict:
             q = r.mapping(m[name], f"{key}.{name}", {str(k.value) for k, _ in getattr(m[name], "value", [])}, set())
-            overrides[name] = {s: r.scalar(v, f"{key}.{name}.{s}", int) for s, v in q.items()}
+            overrides[name] = {s: r.scalar(v, f"{key}.{name}.{s}", float) for s, v in q.items()}
         else:
             overrides[name] = r.scalar(m[name], f"{key}.{name}", kind)
     lam = overrides.get("diversity_lambda")

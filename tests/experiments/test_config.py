@@ -52,7 +52,7 @@ def test_a_valid_file_parses() -> None:
     assert first.targeting.attributes == {"country": ("DE", "AT")}
     assert first.arms[1].overrides == {"diversity_lambda": 0.7, "cache": False}
     assert second.unit == "session_id" and second.coverage == 1.0
-    assert second.arms[1].overrides == {"n_candidates": 500, "source_quotas": {"als": 200}}
+    assert second.arms[1].overrides == {"n_candidates": 500, "source_quotas": {"als": 200.0}}
     assert cfg.versions() == {"v1", "v2"}
     assert parse_config("").layers == ()
 
