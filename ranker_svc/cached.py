@@ -34,12 +34,12 @@ class CachedLists:
         return fn(*args) if self._inline else await asyncio.to_thread(fn, *args)
 
     def key(self, model_version: str, cfg: PipelineConfig, diversity_lambda: float,
-            attributes: dict[str, str]) -> str:
+            attributes: dict[str, str], arms: tuple[str, ...] = ()) -> str:
         """Everything that changes the list besides the user: version, pipeline settings, λ, the
-        attributes (they steer cold-start retrieval)."""
+        attributes (they steer cold-start retrieval), and the experiment arms that answer."""
         return fingerprint(model_version, repr(cfg.cache_key()), cfg.mmr_pool, cfg.fresh_share,
                            round(diversity_lambda, 6),
-                           repr(sorted(attributes.items())))
+                           repr(sorted(attributes.items())), *arms)
 
     async def recommend(self, user_id: str, fp: str, k: int, exclude: Sequence[str],
                         compute: Compute) -> pb.RecommendResponse:

@@ -98,4 +98,5 @@ def _exposure(req: rpb.RecommendRequest, resp: rpb.RecommendResponse) -> spb.Exp
     return spb.Exposure(
         request_id=resp.request_id, user_id=req.user_id, model_version=resp.model_version, cached=resp.cached,
         surface=req.context.surface, device=req.context.device,
-        items=[spb.ExposedItem(item_id=it.item_id, position=i, score=it.score) for i, it in enumerate(resp.items)])
+        items=[spb.ExposedItem(item_id=it.item_id, position=i, score=it.score) for i, it in enumerate(resp.items)],
+        assignments=resp.assignments)

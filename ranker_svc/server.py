@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +18,7 @@ from grpc import aio
 
 from ranker_svc.cache_follower import CacheFollower
 from ranker_svc.cached import CachedLists, cacheable
+from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.settings import RankerSettings
@@ -24,7 +27,16 @@ from recsys.client import WARMUP_METADATA
 from recsys.events.codec import EXPOSURE_TOPIC
 from recsys.events.consumers import consumer_name
 from recsys.events.validate import Limits
-from recsys.metrics import MODEL_QUALITY, RECOMMEND_RESULTS, STAGE_LATENCY
+from recsys.experiments.router import RequestFacts, Route, UnknownArm, needs_known
+from recsys.experiments.router import route as route_request
+from recsys.metrics import (
+    EXPERIMENT_CACHE_HITS,
+    EXPERIMENT_LATENCY,
+    EXPERIMENT_REQUESTS,
+    MODEL_QUALITY,
+    RECOMMEND_RESULTS,
+    STAGE_LATENCY,
+)
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import recommend
@@ -34,6 +46,7 @@ from recsys.rpc.priority import IN_FLIGHT
 from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream, topic_url
+from recsys.v1 import features_pb2 as fpb
 from recsys.v1 import feedback_pb2_grpc
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -41,6 +54,8 @@ from recsys.v1 import recommender_pb2_grpc as pb_grpc
 log = logging.getLogger("ranker_svc")
 MAX_ID_LEN = 512
 MAX_EXCLUDE = 10_000
+MAX_FORCED = 16
+_PIPELINE_OVERRIDES = ("n_candidates", "source_quotas", "diversity_lambda")  # an arm's settings the pipeline takes
 
 
 def validate(request: pb.RecommendRequest, max_k: int) -> str | None:
@@ -59,6 +74,8 @@ def validate(request: pb.RecommendRequest, max_k: int) -> str | None:
         return f"exclude_item_ids: at most {MAX_EXCLUDE} ids, got {len(request.exclude_item_ids)}"
     if any(not x for x in request.exclude_item_ids):
         return "exclude_item_ids must not contain empty ids"
+    if len(request.force_arms) > MAX_FORCED:
+        return f"force_arms: at most {MAX_FORCED} experiments, got {len(request.force_arms)}"
     return None
 
 
@@ -88,7 +105,8 @@ class RecommendFailed(Exception):
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, channels: Channels, settings: RankerSettings, lists: CachedLists | None = None,
                  exposures: ExposureLog | None = None):
-        self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=export_quality)
+        self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=self._versions_changed)
+        self.experiments = LiveExperiments(settings.experiments, lambda: set(self.models.versions()))
         self.channels = channels
         self.settings = settings
         self.lists = lists
@@ -104,45 +122,91 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if not len(self.models):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "ranker_svc has no model loaded yet")
+        t0 = time.perf_counter()
+        route = Route()
+        if not request.model_version:  # a pinned version is a debugging call: no experiment
+            try:
+                route = await self._route(request)
+            except UnknownArm as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            _, model = self.models.get(request.model_version)
+            _, model = self.models.get(request.model_version or route.model_version or "")
         except UnknownVersion:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"model_version {request.model_version!r} is not loaded "
-                                f"(loaded: {', '.join(self.models.versions())})")
+            if not route.model_version:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"model_version {request.model_version!r} is not loaded "
+                                    f"(loaded: {', '.join(self.models.versions())})")
+            # an arm's version retired since the file was validated: the default answers, no arm is claimed
+            route = Route()
+            _, model = self.models.get("")
+        pipeline = self.pipeline.override(**{k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES})
         request_id = request.request_id or uuid.uuid4().hex
         lam = request.diversity_lambda if request.HasField("diversity_lambda") else None
         params = RecommendParams(
             user_id=request.user_id, k=request.k, diversity_lambda=lam,
             exclude=list(request.exclude_item_ids), attributes=dict(request.user_attributes),
             include_seen=request.include_seen, explain=request.explain, model_version=model.version)
+        arms = tuple(f"{a.experiment}={a.arm}" for a in route.assignments)
         try:
-            if self.lists is not None and cacheable(request):
-                fp = self.lists.key(model.version, self.pipeline,
-                                    self.pipeline.diversity_lambda if lam is None else lam, params.attributes)
+            if self.lists is not None and cacheable(request) and route.overrides.get("cache", True):
+                fp = self.lists.key(model.version, pipeline, pipeline.diversity_lambda if lam is None else lam,
+                                    params.attributes, arms)
                 resp = await self.lists.recommend(
                     request.user_id, fp, request.k, params.exclude,
-                    lambda depth: self._compute(replace(params, k=depth, exclude=[]), model, context, request_id))
+                    lambda depth: self._compute(replace(params, k=depth, exclude=[]), model, context, request_id,
+                                                pipeline))
             else:
-                resp = await self._compute(params, model, context, request_id)
+                resp = await self._compute(params, model, context, request_id, pipeline)
         except RecommendFailed as exc:
+            record_arms(route, "error", t0, cached=False)
             await context.abort(exc.code, str(exc))
         resp.request_id = request_id
         outcome = "fallback" if resp.fallback else "empty" if not resp.items else "ok"
         RECOMMEND_RESULTS.labels(outcome).inc()
         if resp.cold_start:
             RECOMMEND_RESULTS.labels("cold_start").inc()
+        for a in route.assignments:
+            resp.assignments.add(experiment=a.experiment, arm=a.arm, forced=a.forced)
+        record_arms(route, outcome, t0, cached=resp.cached)
         if log.isEnabledFor(logging.DEBUG):  # an access log, with the caller's context, when asked for
             ctx = request.context
-            log.debug("request_id=%s user=%s k=%d model=%s outcome=%s cached=%s surface=%s device=%s extra=%s",
+            log.debug("request_id=%s user=%s k=%d model=%s outcome=%s cached=%s surface=%s device=%s arms=%s extra=%s",
                       request_id, request.user_id, request.k, resp.model_version, outcome, resp.cached, ctx.surface,
-                      ctx.device, dict(ctx.extra))
+                      ctx.device, ",".join(arms), dict(ctx.extra))
         if self.exposures is not None and not _is_warmup(context):
             self.exposures.record(request, resp)
         return resp
 
+    def _versions_changed(self, models: LiveVersions[ServingModel]) -> None:
+        """A version came or went: its quality metrics, and the experiments file checked against the new set
+        before a request can be routed to a version that is gone or skip one that just arrived."""
+        export_quality(models)
+        if hasattr(self, "experiments"):
+            self.experiments.reload()
+
+    async def _route(self, request: pb.RecommendRequest) -> Route:
+        config = self.experiments.config
+        if not config.layers and not request.force_arms:
+            return Route()
+        facts = RequestFacts(request.user_id, request.context.surface, request.context.device,
+                             dict(request.user_attributes), dict(request.context.extra))
+        now = dt.datetime.now(dt.UTC)
+        if needs_known(config, facts, now):  # an experiment targets known or new users: one lookup
+            facts = replace(facts, known=await self._known(request.user_id))
+        return route_request(config, facts, now, dict(request.force_arms))
+
+    async def _known(self, user_id: str) -> bool | None:
+        """Whether feature_svc has a history for the user; None (targeting fails closed) if it cannot say."""
+        try:
+            resp = await self.channels.features.GetUserFeatures(
+                fpb.GetUserFeaturesRequest(user_ids=[user_id], history_limit=1),
+                timeout=self.settings.dependency_timeout_ms / 1000.0)
+        except grpc.RpcError:
+            return None
+        return bool(resp.users and resp.users[0].found and resp.users[0].history)
+
     async def _compute(self, params: RecommendParams, model: ServingModel, context: aio.ServicerContext,
-                       request_id: str) -> pb.RecommendResponse:
+                       request_id: str, pipeline: PipelineConfig) -> pb.RecommendResponse:
         """The pipeline against the remote services, as a response; failures as RecommendFailed."""
         dep_timeout = self.settings.dependency_timeout_ms / 1000.0
 
@@ -152,7 +216,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
         try:
             rec = await recommend(params, model, RemoteFeatureSource(self.channels, timeout),
-                                  RemoteCandidateSource(self.channels, timeout), self.pipeline)
+                                  RemoteCandidateSource(self.channels, timeout), pipeline)
         except DependencyError as exc:
             log.warning("request %s: %s", request_id, exc)
             code = exc.code
@@ -193,6 +257,17 @@ async def trim_periodically(streams: list, interval_s: float) -> None:
                 log.warning("event stream trim failed: %s", exc)
 
 
+def record_arms(route: Route, outcome: str, t0: float, cached: bool) -> None:
+    """Per-arm metrics; a forced (QA) answer is counted apart and never in the latency of its arm."""
+    seconds = time.perf_counter() - t0
+    for a in route.assignments:
+        EXPERIMENT_REQUESTS.labels(a.experiment, a.arm, outcome, "true" if a.forced else "false").inc()
+        if not a.forced:
+            EXPERIMENT_LATENCY.labels(a.experiment, a.arm).observe(seconds)
+            if cached:
+                EXPERIMENT_CACHE_HITS.labels(a.experiment, a.arm).inc()
+
+
 def _is_warmup(context: aio.ServicerContext) -> bool:
     """A cache warm-up call (`recsys cache warm`) shows nothing to anyone: it is not an exposure."""
     return any(k == WARMUP_METADATA[0] for k, _ in (context.invocation_metadata() or ()))
@@ -221,11 +296,15 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         follower.start(stream)
     if exposures is not None:
         exposures.start()
+    servicer.experiments.reload()
+    experiments_task = asyncio.get_running_loop().create_task(
+        servicer.experiments.follow(settings.experiments_reload_s))
     trimmer = asyncio.get_running_loop().create_task(
         trim_periodically([s for s in (stream, exposure_stream) if s is not None], settings.stream_trim_interval_s))
 
     async def stop() -> None:
         trimmer.cancel()
+        experiments_task.cancel()
         if exposures is not None:
             await exposures.close()
         if follower is not None:

@@ -37,3 +37,5 @@ class RankerSettings:
     cache_ttl_s: float = setting("cache_ttl_s")
     cache_max_new: int = setting("cache_max_new")
     cache_depth: int = setting("cache_depth")
+    experiments: str = setting("experiments")
+    experiments_reload_s: float = setting("experiments_reload_s")

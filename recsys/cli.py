@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from recsys.cli_events import add_commands as add_event_commands
+from recsys.cli_experiments import add_commands as add_experiment_commands
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
 
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--config", help="base training config to start the search from (YAML/JSON)")
     tu.set_defaults(func=cmd_tune)
     add_event_commands(sub)
+    add_experiment_commands(sub)
     return p
 
 

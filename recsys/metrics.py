@@ -74,6 +74,19 @@ EVENT_VISIBLE = Histogram(
     "recsys_event_visible_seconds",
     "Time from an event's acceptance by the stream to its effect being visible, by consumer group.",
     ["group"], buckets=LATENCY_BUCKETS)
+EXPERIMENT_REQUESTS = Counter(
+    "recsys_experiment_requests_total",
+    "Recommend answers per experiment arm, by outcome: ok, empty, fallback, error; forced (QA) ones apart.",
+    ["experiment", "arm", "outcome", "forced"])
+EXPERIMENT_LATENCY = Histogram(
+    "recsys_experiment_request_duration_seconds", "Recommend latency per experiment arm (not forced ones).",
+    ["experiment", "arm"], buckets=LATENCY_BUCKETS)
+EXPERIMENT_CACHE_HITS = Counter(
+    "recsys_experiment_cache_hits_total", "Recommend answers served from the per-user cache, per experiment arm.",
+    ["experiment", "arm"])
+EXPERIMENT_CONFIG_LOADS = Counter(
+    "recsys_experiments_config_loads_total",
+    "Loads of the experiments file: ok, or invalid (the previous file keeps serving).", ["result"])
 CACHE_REQUESTS = Counter(
     "recsys_cache_requests_total",
     "Per-user list cache lookups, by result: hit, miss, expired (TTL) or invalidated (new interactions).",

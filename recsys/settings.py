@@ -84,6 +84,9 @@ _DEFS = [
             (1, 1_000_000)),
     Setting("cache_depth", 25, "items computed and cached per list (a request for more computes more)", R,
             (1, 10_000)),
+    Setting("experiments", "", "A/B experiments file (docs/experiments.md); empty = no experiments", R),
+    Setting("experiments_reload_s", 5.0, "how often the experiments file is checked for changes", R,
+            (0.1, 3600)),
 ]
 CATALOG: dict[str, Setting] = {s.name: s for s in _DEFS}
 RANGES = {s.name: s.range for s in _DEFS if s.range is not None}

@@ -1,0 +1,69 @@
+"""The ranker's experiments: the file (setting `experiments`) loaded and reloaded when it changes or the
+live versions change, and each request routed through it (recsys/experiments/router.py).
+
+An invalid new file is logged and counted (recsys_experiments_config_loads_total{result="invalid"}) and the
+previous one keeps serving; an invalid or missing file at start means no experiments until it is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from recsys.experiments.config import ConfigError, ExperimentsConfig, load_config
+from recsys.metrics import EXPERIMENT_CONFIG_LOADS
+
+log = logging.getLogger("ranker_svc.experiments")
+
+
+class LiveExperiments:
+    def __init__(self, path: str, live_versions: Callable[[], set[str]]):
+        self.path = path
+        self.live_versions = live_versions
+        self.config = ExperimentsConfig()
+        self.error: str | None = None
+        self._seen: tuple | None = None  # (file stamp, live versions) last validated
+        for result in ("ok", "invalid"):
+            EXPERIMENT_CONFIG_LOADS.labels(result)
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)  # follows the symlink a ConfigMap update swaps
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def reload(self) -> bool:
+        """Load the file if it or the live versions changed; True when a new config took effect."""
+        if not self.path:
+            return False
+        versions = frozenset(self.live_versions())
+        seen = (self._stamp(), versions)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        try:
+            config = load_config(self.path, set(versions))
+        except ConfigError as exc:
+            EXPERIMENT_CONFIG_LOADS.labels("invalid").inc()
+            if str(exc) != self.error:
+                log.error("experiments file rejected, %s: %s", "keeping the previous one" if self.config.layers
+                          else "no experiments run", exc)
+            self.error = str(exc)
+            return False
+        EXPERIMENT_CONFIG_LOADS.labels("ok").inc()
+        self.config, self.error = config, None
+        running = [e.name for e in config.experiments() if e.status == "running"]
+        log.info("experiments file %s loaded: %d layers, running: %s", self.path, len(config.layers),
+                 ", ".join(running) or "none")
+        return True
+
+    async def follow(self, interval_s: float) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.reload)
+            except Exception:  # never let a reload bug stop the follower
+                log.exception("reloading the experiments file failed")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,165 @@
+"""Experiments through the real services: two ranker versions, arms answered end to end by their own
+version, assignments in the response and on the exposure, forced arms, reloads of the file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from recsys.bench import scrape
+from recsys.bundle import read_metadata
+from recsys.client import RecommenderClient
+from recsys.cluster import start_cluster
+from recsys.events.codec import EXPOSURE_TOPIC, decode
+from recsys.stream import open_stream, topic_url
+from recsys.v1 import recommender_pb2 as pb
+from recsys.v1 import recommender_pb2_grpc as pb_grpc
+
+from .feedback_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+FILE = """\
+layers:
+  - name: models
+    salt: layer-models
+    experiments:
+      - name: ranker
+        salt: exp-ranker
+        status: running
+        buckets: [0, 10000]
+        coverage: {coverage}
+        arms:
+          - {{name: control, weight: 1, control: true, model_version: {v1}}}
+          - {{name: challenger, weight: 1, model_version: {v2}, diversity_lambda: 0.5}}
+"""
+
+
+@pytest.fixture(scope="module")
+def versions(small_bundle, small_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    from recsys.training.trainer import train
+    from tests.conftest import small_train_config
+
+    cfg = small_train_config()
+    cfg.seed = 7
+    second = tmp_path_factory.mktemp("challenger") / "bundle"
+    train(small_dataset, second, cfg, show_progress=False)
+    return small_bundle, second
+
+
+@pytest.fixture(scope="module")
+def experiment(versions, tmp_path_factory):
+    v1, v2 = (read_metadata(b).version for b in versions)
+    path = tmp_path_factory.mktemp("experiments") / "experiments.yaml"
+    path.write_text(FILE.format(coverage=1, v1=v1, v2=v2))
+    logs = tmp_path_factory.mktemp("experiment-logs")
+    with start_cluster(list(versions), port=0, log_dir=logs,
+                       extra={"ranker_svc": ["--experiments", str(path), "--experiments-reload-s", "0.2"]}) as c:
+        yield c, path, v1, v2
+
+
+def _users(small_dataset) -> list[str]:
+    return [str(u) for u in small_dataset.interactions["user_id"].unique()[:80]]
+
+
+def test_each_arm_is_answered_by_its_own_version_and_sticks(experiment, small_dataset):
+    cluster, _, v1, v2 = experiment
+    seen: dict[str, str] = {}
+    with RecommenderClient(cluster.target) as client:
+        for user in _users(small_dataset):
+            resp = client.recommend(user, 5)
+            [a] = resp.assignments
+            assert a.experiment == "ranker" and not a.forced
+            assert resp.model_version == (v2 if a.arm == "challenger" else v1)
+            assert resp.diversity_lambda == pytest.approx(0.5 if a.arm == "challenger" else 0.8)
+            seen[user] = a.arm
+        again = {u: client.recommend(u, 5).assignments[0].arm for u in list(seen)[:20]}
+    assert all(seen[u] == arm for u, arm in again.items())
+    assert 0.25 < sum(arm == "challenger" for arm in seen.values()) / len(seen) < 0.75
+
+
+def test_exposures_carry_the_assignments(experiment, small_dataset):
+    cluster, *_ = experiment
+    with RecommenderClient(cluster.target) as client:
+        resp = client.recommend(_users(small_dataset)[3], 5)
+    stream = open_stream(topic_url(f"file://{cluster.log_dir / 'events'}", EXPOSURE_TOPIC))
+
+    def logged():
+        for entry in stream.scan():
+            exp = decode(entry.data).exposure
+            if exp.request_id == resp.request_id:
+                return exp
+        return None
+
+    wait_for(lambda: logged() is not None, 5, "the exposure on the stream")
+    exp = logged()
+    assert [(a.experiment, a.arm) for a in exp.assignments] == [(a.experiment, a.arm) for a in resp.assignments]
+    assert exp.model_version == resp.model_version
+
+
+def test_a_forced_arm_is_labelled_and_a_bad_one_refused(experiment, small_dataset):
+    cluster, _, _, v2 = experiment
+    with grpc.insecure_channel(cluster.target) as ch:
+        stub = pb_grpc.RecommenderStub(ch)
+        resp = stub.Recommend(pb.RecommendRequest(user_id=_users(small_dataset)[0], k=5,
+                                                  force_arms={"ranker": "challenger"}), timeout=10)
+        assert [(a.arm, a.forced) for a in resp.assignments] == [("challenger", True)] and resp.model_version == v2
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Recommend(pb.RecommendRequest(user_id="u", k=5, force_arms={"ranker": "nope"}), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "force_arms" in err.value.details()
+    metrics = scrape(cluster.services["ranker_svc"].metrics_port)
+    forced = [v for (name, labels), v in metrics.items() if name == "recsys_experiment_requests_total"
+              and dict(labels)["forced"] == "true"]
+    assert sum(forced) >= 1
+
+
+def test_the_file_is_reloaded_and_an_invalid_one_keeps_the_old(experiment, small_dataset):
+    cluster, path, v1, v2 = experiment
+    user = _users(small_dataset)[1]
+
+    def loads(result: str) -> float:
+        return scrape(cluster.services["ranker_svc"].metrics_port).get(
+            ("recsys_experiments_config_loads_total", (("result", result),)), 0.0)
+
+    with RecommenderClient(cluster.target) as client:
+        assert client.recommend(user, 5).assignments
+        invalid_before = loads("invalid")
+        path.write_text(FILE.format(coverage=1, v1=v1, v2="not-a-live-version"))
+        wait_for(lambda: loads("invalid") > invalid_before, 5, "the invalid file being rejected")
+        assert client.recommend(user, 5).assignments  # the previous file still serves
+        path.write_text(FILE.format(coverage=0, v1=v1, v2=v2))  # nobody admitted
+        wait_for(lambda: not client.recommend(user, 5).assignments, 5, "the new file taking effect")
+        path.write_text(FILE.format(coverage=1, v1=v1, v2=v2))
+        wait_for(lambda: bool(client.recommend(user, 5).assignments), 5, "coverage back")
+    time.sleep(0.1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recsys.cli", "experiments", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_the_cli_validates_lists_and_shows_status(experiment, tmp_path):
+    cluster, path, v1, v2 = experiment
+    good = tmp_path / "good.yaml"
+    good.write_text(FILE.format(coverage=0.5, v1=v1, v2=v2))
+    r = _cli("validate", str(good))
+    assert r.returncode == 0 and "valid: 1 layers, 1 experiments (1 running)" in r.stdout, r.stdout + r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(FILE.format(coverage=2, v1=v1, v2=v2))
+    r = _cli("validate", str(bad))
+    assert r.returncode == 2 and f"{bad}:9: layers[0].experiments[0].coverage: must be in [0, 1]" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    r = _cli("list", str(good))
+    assert r.returncode == 0 and "ranker" in r.stdout and f"→ {v2}" in r.stdout
+    with RecommenderClient(cluster.target) as client:
+        client.recommend("status-user", 5)
+    metrics = f"http://127.0.0.1:{cluster.services['ranker_svc'].metrics_port}/metrics"
+    r = _cli("status", str(good), "--metrics", metrics)
+    assert r.returncode == 0 and "running" in r.stdout and "challenger" in r.stdout and "%" in r.stdout, r.stdout
