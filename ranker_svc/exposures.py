@@ -32,19 +32,21 @@ class ExposureLog:
         self.stream = stream
         self.capacity = capacity
         self.pace = pace or (lambda: None)
-        self._queue: collections.deque[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int]] = collections.deque()
+        self._queue: collections.deque[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool]] = \
+            collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_error = 0.0
         for reason in ("queue_full", "stream_error"):  # exported at 0, so the first drop is an increase
             EXPOSURES_DROPPED.labels(reason)
 
-    def record(self, request: rpb.RecommendRequest, response: rpb.RecommendResponse) -> None:
-        """O(1) and never blocks: the message is built by the writer task, not here."""
+    def record(self, request: rpb.RecommendRequest, response: rpb.RecommendResponse, shadow: bool = False) -> None:
+        """O(1) and never blocks: the message is built by the writer task, not here. A shadow's answer is
+        logged with `shadow` set: it was never shown."""
         if len(self._queue) >= self.capacity:
             EXPOSURES_DROPPED.labels("queue_full").inc()
             return
-        self._queue.append((request, response, now_ms()))
+        self._queue.append((request, response, now_ms(), shadow))
         self._wake.set()
 
     def start(self) -> None:
@@ -83,20 +85,20 @@ class ExposureLog:
                     self._last_error = time.monotonic()
                 await asyncio.sleep(0.2)
 
-    def _write(self, batch: list[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int]]) -> None:
+    def _write(self, batch: list[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool]]) -> None:
         """In a worker thread, chunk by chunk between requests: the messages, then one append."""
         records: list[tuple[None, bytes]] = []
         for start in range(0, len(batch), _ENCODE_CHUNK):
             self.pace()
-            records += [(None, encode_exposure(_exposure(req, resp), at))
-                        for req, resp, at in batch[start:start + _ENCODE_CHUNK]]
+            records += [(None, encode_exposure(_exposure(req, resp, shadow), at))
+                        for req, resp, at, shadow in batch[start:start + _ENCODE_CHUNK]]
         self.pace()
         self.stream.append(records)
 
 
-def _exposure(req: rpb.RecommendRequest, resp: rpb.RecommendResponse) -> spb.Exposure:
+def _exposure(req: rpb.RecommendRequest, resp: rpb.RecommendResponse, shadow: bool = False) -> spb.Exposure:
     return spb.Exposure(
         request_id=resp.request_id, user_id=req.user_id, model_version=resp.model_version, cached=resp.cached,
         surface=req.context.surface, device=req.context.device,
         items=[spb.ExposedItem(item_id=it.item_id, position=i, score=it.score) for i, it in enumerate(resp.items)],
-        assignments=resp.assignments)
+        assignments=resp.assignments, shadow=shadow)

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.settings import RankerSettings
+from ranker_svc.shadows import ShadowRunner
 from recsys.cache import open_cache
 from recsys.client import WARMUP_METADATA
 from recsys.events.codec import EXPOSURE_TOPIC
@@ -107,6 +109,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                  exposures: ExposureLog | None = None):
         self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=self._versions_changed)
         self.experiments = LiveExperiments(settings.experiments, lambda: set(self.models.versions()))
+        self.shadows = ShadowRunner(self._compute_shadow, exposures, settings.shadow_max_in_flight)
         self.channels = channels
         self.settings = settings
         self.lists = lists
@@ -153,10 +156,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                                     params.attributes, arms)
                 resp = await self.lists.recommend(
                     request.user_id, fp, request.k, params.exclude,
-                    lambda depth: self._compute(replace(params, k=depth, exclude=[]), model, context, request_id,
+                    lambda depth: self._compute(replace(params, k=depth, exclude=[]), model, context.time_remaining,
+                                                request_id,
                                                 pipeline))
             else:
-                resp = await self._compute(params, model, context, request_id, pipeline)
+                resp = await self._compute(params, model, context.time_remaining, request_id, pipeline)
         except RecommendFailed as exc:
             record_arms(route, "error", t0, cached=False)
             await context.abort(exc.code, str(exc))
@@ -175,7 +179,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                       ctx.device, ",".join(arms), dict(ctx.extra))
         if self.exposures is not None and not _is_warmup(context):
             self.exposures.record(request, resp)
+            self.shadows.start(self.experiments.config.shadows, request, request_id, params, model.version)
         return resp
+
+    async def _compute_shadow(self, params: RecommendParams, version: str) -> pb.RecommendResponse:
+        """A shadow's answer: its version, default settings, its own deadline (the dependency timeout)."""
+        _, model = self.models.get(version)
+        deadline = time.monotonic() + self.settings.dependency_timeout_ms / 1000.0
+        return await self._compute(replace(params, model_version=model.version, explain=False), model,
+                                   lambda: deadline - time.monotonic(), "shadow", self.pipeline)
 
     def _versions_changed(self, models: LiveVersions[ServingModel]) -> None:
         """A version came or went: its quality metrics, and the experiments file checked against the new set
@@ -205,13 +217,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             return None
         return bool(resp.users and resp.users[0].found and resp.users[0].history)
 
-    async def _compute(self, params: RecommendParams, model: ServingModel, context: aio.ServicerContext,
+    async def _compute(self, params: RecommendParams, model: ServingModel, time_remaining: Callable[[], float | None],
                        request_id: str, pipeline: PipelineConfig) -> pb.RecommendResponse:
-        """The pipeline against the remote services, as a response; failures as RecommendFailed."""
+        """The pipeline against the remote services, as a response; failures as RecommendFailed.
+        `time_remaining` is the caller's (context.time_remaining), or a shadow's own deadline."""
         dep_timeout = self.settings.dependency_timeout_ms / 1000.0
 
         def timeout() -> float:
-            remaining = context.time_remaining()
+            remaining = time_remaining()
             return dep_timeout if remaining is None else max(0.001, min(dep_timeout, remaining))
 
         try:
@@ -220,7 +233,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         except DependencyError as exc:
             log.warning("request %s: %s", request_id, exc)
             code = exc.code
-            remaining = context.time_remaining()
+            remaining = time_remaining()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > 0.001):
                 # our own per-dependency timeout fired, not the caller's deadline: the dependency is unhealthy
                 code = grpc.StatusCode.UNAVAILABLE
@@ -305,6 +318,7 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     async def stop() -> None:
         trimmer.cancel()
         experiments_task.cancel()
+        await servicer.shadows.close()
         if exposures is not None:
             await exposures.close()
         if follower is not None:

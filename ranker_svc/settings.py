@@ -39,3 +39,4 @@ class RankerSettings:
     cache_depth: int = setting("cache_depth")
     experiments: str = setting("experiments")
     experiments_reload_s: float = setting("experiments_reload_s")
+    shadow_max_in_flight: int = setting("shadow_max_in_flight")

@@ -84,6 +84,13 @@ EXPERIMENT_LATENCY = Histogram(
 EXPERIMENT_CACHE_HITS = Counter(
     "recsys_experiment_cache_hits_total", "Recommend answers served from the per-user cache, per experiment arm.",
     ["experiment", "arm"])
+SHADOW_REQUESTS = Counter(
+    "recsys_shadow_requests_total",
+    "Background answers by shadow versions, by outcome: ok, error, skipped (shadow_max_in_flight reached).",
+    ["shadow", "outcome"])
+SHADOW_LATENCY = Histogram(
+    "recsys_shadow_request_duration_seconds", "Latency of shadow answers (never returned).", ["shadow"],
+    buckets=LATENCY_BUCKETS)
 EXPERIMENT_CONFIG_LOADS = Counter(
     "recsys_experiments_config_loads_total",
     "Loads of the experiments file: ok, or invalid (the previous file keeps serving).", ["result"])

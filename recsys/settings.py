@@ -85,6 +85,8 @@ _DEFS = [
     Setting("cache_depth", 25, "items computed and cached per list (a request for more computes more)", R,
             (1, 10_000)),
     Setting("experiments", "", "A/B experiments file (docs/experiments.md); empty = no experiments", R),
+    Setting("shadow_max_in_flight", 4, "shadow answers computed at once; beyond it a shadow is skipped and "
+            "counted", R, (0, 1000)),
     Setting("experiments_reload_s", 5.0, "how often the experiments file is checked for changes", R,
             (0.1, 3600)),
 ]

@@ -2,6 +2,8 @@
 ConfigError naming the file, the line and the key. docs/experiments.md shows the format.
 
     holdout: {salt: holdout-2026, share: 0.05}
+    shadow:
+      - {name: v3-dark, model_version: v3, share: 0.1}   # also answers 10% of requests, never shown
     layers:
       - name: home
         salt: layer-home
@@ -89,15 +91,26 @@ class Holdout:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A version that also answers `share` of the requests in the background; never returned."""
+
+    name: str
+    model_version: str
+    share: float
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class ExperimentsConfig:
     layers: tuple[Layer, ...] = ()
     holdout: Holdout | None = None
+    shadows: tuple[Shadow, ...] = ()
 
     def experiments(self) -> list[Experiment]:
         return [e for layer in self.layers for e in layer.experiments]
 
     def versions(self) -> set[str]:
-        return {a.model_version for e in self.experiments() for a in e.arms}
+        return {a.model_version for e in self.experiments() for a in e.arms} | {s.model_version for s in self.shadows}
 
 
 class _Reader:
@@ -160,7 +173,7 @@ def parse_config(text: str, file: str = "<experiments>") -> ExperimentsConfig:
         raise ConfigError(file, mark.line + 1 if mark else None, "(file)", f"not valid YAML: {exc}") from None
     if root is None:
         return ExperimentsConfig()
-    top = r.mapping(root, "", {"layers", "holdout", "experiments"}, set())
+    top = r.mapping(root, "", {"layers", "holdout", "experiments", "shadow"}, set())
     if "experiments" in top and r.sequence(top["experiments"], "experiments"):
         raise r.fail(top["experiments"], "experiments", "experiments belong to a layer: layers[].experiments")
     holdout = None
@@ -186,7 +199,20 @@ def parse_config(text: str, file: str = "<experiments>") -> ExperimentsConfig:
                                              if "experiments" in m else [])]
         _check_disjoint(r, m.get("experiments"), key, experiments)
         layers.append(Layer(r.scalar(m["name"], f"{key}.name", str), layer_salt, tuple(experiments)))
-    return ExperimentsConfig(tuple(layers), holdout)
+    shadows = [_shadow(r, n, f"shadow[{i}]") for i, n in enumerate(r.sequence(top["shadow"], "shadow")
+                                                                   if "shadow" in top else [])]
+    if len({x.name for x in shadows}) != len(shadows):
+        raise r.fail(top["shadow"], "shadow", "shadow names must be unique")
+    return ExperimentsConfig(tuple(layers), holdout, tuple(shadows))
+
+
+def _shadow(r: _Reader, node: yaml.Node, key: str) -> Shadow:
+    m = r.mapping(node, key, {"name", "model_version", "share"}, {"name", "model_version", "share"})
+    share = r.scalar(m["share"], f"{key}.share", float)
+    if not 0.0 < share <= 1.0:
+        raise r.fail(m["share"], f"{key}.share", f"must be in (0, 1], got {share}")
+    return Shadow(r.scalar(m["name"], f"{key}.name", str), r.scalar(m["model_version"], f"{key}.model_version", str),
+                  share, node.start_mark.line + 1)
 
 
 def _experiment(r: _Reader, node: yaml.Node, key: str, names: set[str]) -> Experiment:
@@ -283,11 +309,15 @@ def load_config(path: str | Path, live_versions: set[str] | None = None) -> Expe
         raise ConfigError(file, None, "(file)", f"cannot read: {exc.strerror or exc}") from None
     config = parse_config(text, file)
     if live_versions is not None:
+        live = ", ".join(sorted(live_versions))
+        for shadow in config.shadows:
+            if shadow.model_version not in live_versions:
+                raise ConfigError(file, shadow.line, f"shadow {shadow.name}.model_version",
+                                  f"{shadow.model_version!r} is not live (live: {live})")
         for layer in config.layers:
             for exp in layer.experiments:
                 for arm in exp.arms:
                     if exp.status == "running" and arm.model_version not in live_versions:
-                        live = ", ".join(sorted(live_versions))
                         raise ConfigError(file, arm.line, f"{exp.name}.{arm.name}.model_version",
                                           f"{arm.model_version!r} is not live (live: {live})")
     return config

@@ -163,3 +163,33 @@ def test_the_cli_validates_lists_and_shows_status(experiment, tmp_path):
     metrics = f"http://127.0.0.1:{cluster.services['ranker_svc'].metrics_port}/metrics"
     r = _cli("status", str(good), "--metrics", metrics)
     assert r.returncode == 0 and "running" in r.stdout and "challenger" in r.stdout and "%" in r.stdout, r.stdout
+
+
+def test_a_shadow_answers_in_the_background_and_is_logged_never_returned(experiment, small_dataset):
+    cluster, path, v1, v2 = experiment
+    path.write_text(FILE.format(coverage=0, v1=v1, v2=v2)
+                    + f"shadow:\n  - {{name: dark, model_version: {v2}, share: 1.0}}\n")
+    user = _users(small_dataset)[2]
+
+    def shadow_ok() -> float:
+        return scrape(cluster.services["ranker_svc"].metrics_port).get(
+            ("recsys_shadow_requests_total", (("outcome", "ok"), ("shadow", "dark"))), 0.0)
+
+    try:
+        with RecommenderClient(cluster.target) as client:
+            before = shadow_ok()
+            wait_for(lambda: (client.recommend(user, 5), shadow_ok() > before)[1], 10, "a shadow answer")
+            resp = client.recommend(user, 5)
+        assert resp.model_version == v1 and not resp.assignments  # the shadow never shows
+        stream = open_stream(topic_url(f"file://{cluster.log_dir / 'events'}", EXPOSURE_TOPIC))
+
+        def logged() -> list:
+            return [x for x in (decode(e.data).exposure for e in stream.scan()) if x.request_id == resp.request_id]
+
+        wait_for(lambda: len(logged()) == 2, 5, "the real and the shadow exposure")
+        real, dark = sorted(logged(), key=lambda x: x.shadow)
+        assert (real.shadow, real.model_version) == (False, v1)
+        assert (dark.shadow, dark.model_version) == (True, v2)
+        assert [(a.experiment, a.arm) for a in dark.assignments] == [("dark", "shadow")]
+    finally:
+        path.write_text(FILE.format(coverage=1, v1=v1, v2=v2))
