@@ -114,6 +114,44 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from recsys.experiments.analysis import analyse, collect
+    from recsys.experiments.report import print_report, stream_records, to_json, write_markdown
+
+    console = Console()
+    exposures, events = stream_records(args.stream)
+    collected = collect(args.experiment, exposures, events)
+    arms, weights, control, planned = sorted({u.arm for u in collected.units.values()}), None, args.control, args.days
+    if args.file:
+        config = _load(args, console)
+        if config is None:
+            return 2
+        exp = next((e for e in config.experiments() if e.name == args.experiment), None)
+        if exp is None:
+            console.print(f"[red]error[/red] {args.file}: no experiment {args.experiment!r}", highlight=False)
+            return 2
+        arms, weights = [a.name for a in exp.arms], [a.weight for a in exp.arms]
+        control = next(a.name for a in exp.arms if a.control)
+        if planned is None and exp.start and exp.end:
+            planned = max(1, round((exp.end - exp.start).total_seconds() / 86_400))
+    if not collected.units:
+        console.print(f"no exposures of experiment {args.experiment!r} on {args.stream}", highlight=False)
+        return 1
+    if control not in arms:
+        console.print(f"[red]error[/red] --control: {control!r} is not an arm ({', '.join(arms)})", highlight=False)
+        return 2
+    report = analyse(args.experiment, collected, arms, weights or [1.0] * len(arms), control, planned)
+    print_report(report, console)
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(report), indent=1))
+    if args.report:
+        console.print(f"report: {write_markdown(report, Path(args.report))}", highlight=False)
+    return 0
+
+
 def add_commands(sub) -> None:
     ex = sub.add_parser("experiments", help="A/B experiments: check and inspect an experiments file")
     ex_sub = ex.add_subparsers(dest="experiments_command", required=True)
@@ -126,3 +164,13 @@ def add_commands(sub) -> None:
         if name == "status":
             p.add_argument("--metrics", help="a ranker's metrics URL, e.g. http://127.0.0.1:9101/metrics")
         p.set_defaults(func=func)
+    r = ex_sub.add_parser("report", help="per-arm results of an experiment from the event stream, and a verdict")
+    r.add_argument("--experiment", required=True)
+    r.add_argument("--stream", required=True, help="the event stream URL (file://DIR or redis://...)")
+    r.add_argument("--file", help="the experiments file: arms, weights, control and planned days")
+    r.add_argument("--control", default="control", help="the control arm when no --file is given")
+    r.add_argument("--days", type=int, help="planned duration in days (default: the file's start to end)")
+    r.add_argument("--registry", help=argparse.SUPPRESS)
+    r.add_argument("--report", help="directory for a Markdown report with plots")
+    r.add_argument("--json", help="write the figures as JSON")
+    r.set_defaults(func=cmd_report)

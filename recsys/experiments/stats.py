@@ -58,6 +58,7 @@ class Comparison:
     always_valid_p: float    # mSPRT, valid however often it is read
     relative: float          # diff / control mean (nan when the control mean is 0)
     variance_reduction: float  # 1 − var(adjusted) / var(raw) of the difference, 0 without CUPED
+    se: float = 0.0          # standard error of the (adjusted) difference
 
 
 def welch(control: np.ndarray, treatment: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -112,7 +113,7 @@ def compare(control: np.ndarray, treatment: np.ndarray, *, covariate_control: np
     sequential = always_valid([msprt_p(d, v, tau2) for d, v in looks] + [msprt_p(diff, variance, tau2)])
     cm = float(np.mean(control))
     return Comparison(cm, float(np.mean(treatment)), diff, lo, hi, p, sequential,
-                      diff / cm if cm else float("nan"), reduction)
+                      diff / cm if cm else float("nan"), reduction, math.sqrt(variance))
 
 
 def obrien_fleming_spending(t: float, alpha: float) -> float:
