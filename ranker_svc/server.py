@@ -33,6 +33,7 @@ from recsys.experiments.router import RequestFacts, Route, UnknownArm, needs_kno
 from recsys.experiments.router import route as route_request
 from recsys.metrics import (
     EXPERIMENT_CACHE_HITS,
+    EXPERIMENT_IMPRESSIONS,
     EXPERIMENT_LATENCY,
     EXPERIMENT_REQUESTS,
     MODEL_QUALITY,
@@ -171,7 +172,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             RECOMMEND_RESULTS.labels("cold_start").inc()
         for a in route.assignments:
             resp.assignments.add(experiment=a.experiment, arm=a.arm, forced=a.forced)
-        record_arms(route, outcome, t0, cached=resp.cached)
+        record_arms(route, outcome, t0, cached=resp.cached, items=len(resp.items))
         if log.isEnabledFor(logging.DEBUG):  # an access log, with the caller's context, when asked for
             ctx = request.context
             log.debug("request_id=%s user=%s k=%d model=%s outcome=%s cached=%s surface=%s device=%s arms=%s extra=%s",
@@ -270,13 +271,14 @@ async def trim_periodically(streams: list, interval_s: float) -> None:
                 log.warning("event stream trim failed: %s", exc)
 
 
-def record_arms(route: Route, outcome: str, t0: float, cached: bool) -> None:
+def record_arms(route: Route, outcome: str, t0: float, cached: bool, items: int = 0) -> None:
     """Per-arm metrics; a forced (QA) answer is counted apart and never in the latency of its arm."""
     seconds = time.perf_counter() - t0
     for a in route.assignments:
         EXPERIMENT_REQUESTS.labels(a.experiment, a.arm, outcome, "true" if a.forced else "false").inc()
         if not a.forced:
             EXPERIMENT_LATENCY.labels(a.experiment, a.arm).observe(seconds)
+            EXPERIMENT_IMPRESSIONS.labels(a.experiment, a.arm).inc(items)
             if cached:
                 EXPERIMENT_CACHE_HITS.labels(a.experiment, a.arm).inc()
 

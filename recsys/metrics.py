@@ -81,6 +81,9 @@ EXPERIMENT_REQUESTS = Counter(
 EXPERIMENT_LATENCY = Histogram(
     "recsys_experiment_request_duration_seconds", "Recommend latency per experiment arm (not forced ones).",
     ["experiment", "arm"], buckets=LATENCY_BUCKETS)
+EXPERIMENT_IMPRESSIONS = Counter(
+    "recsys_experiment_impressions_total", "Items shown in Recommend answers, per experiment arm (not forced ones).",
+    ["experiment", "arm"])
 EXPERIMENT_CACHE_HITS = Counter(
     "recsys_experiment_cache_hits_total", "Recommend answers served from the per-user cache, per experiment arm.",
     ["experiment", "arm"])

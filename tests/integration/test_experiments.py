@@ -117,6 +117,8 @@ def test_a_forced_arm_is_labelled_and_a_bad_one_refused(experiment, small_datase
     forced = [v for (name, labels), v in metrics.items() if name == "recsys_experiment_requests_total"
               and dict(labels)["forced"] == "true"]
     assert sum(forced) >= 1
+    shown = [v for (name, labels), v in metrics.items() if name == "recsys_experiment_impressions_total"]
+    assert sum(shown) >= 5
 
 
 def test_the_file_is_reloaded_and_an_invalid_one_keeps_the_old(experiment, small_dataset):
