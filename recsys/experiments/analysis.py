@@ -143,7 +143,7 @@ def analyse(experiment: str, collected: Collected, arms: Sequence[str], weights:
                                     clicks / len(us) if us else 0.0))
     srm = sample_ratio([s.units for s in summaries], weights)
     days = max(1, math.ceil((collected.end_ms - collected.start_ms + 1) / DAY_MS)) if collected.units else 0
-    horizon = max(planned_days or days, days, 1)
+    horizon = max(planned_days or days, 1)
     end = collected.end_ms + 1
     comparisons: dict[str, dict[str, Comparison]] = {}
     decisions: dict[str, bool | None] = {}
@@ -177,6 +177,10 @@ def analyse(experiment: str, collected: Collected, arms: Sequence[str], weights:
             cm = r.control_mean or float("nan")
             series.append((d, r.diff / cm, r.ci_low / cm, r.ci_high / cm))
         daily[arm] = series
+        # looks past the planned horizon are all the final look: keep the last of them (fraction 1)
+        keep = [k for k, f in enumerate(fractions) if f < 1.0] + ([len(fractions) - 1] if fractions and
+                                                                  fractions[-1] >= 1.0 else [])
+        zs, fractions = [zs[k] for k in keep], [fractions[k] for k in keep]
         decisions[arm] = group_sequential(zs, fractions, alpha).significant if zs else None
     return Report(experiment, control, tuple(summaries), srm, comparisons, decisions, daily, sizes, days,
                   _verdict(srm, comparisons, decisions))
