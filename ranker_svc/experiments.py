@@ -12,8 +12,10 @@ import logging
 import os
 from collections.abc import Callable
 
+from scipy.stats import chi2
+
 from recsys.experiments.config import ConfigError, ExperimentsConfig, load_config
-from recsys.metrics import EXPERIMENT_CONFIG_LOADS
+from recsys.metrics import EXPERIMENT_ARM, EXPERIMENT_CONFIG_LOADS, EXPERIMENT_REQUESTS, EXPERIMENT_SRM_CRITICAL
 
 log = logging.getLogger("ranker_svc.experiments")
 
@@ -55,6 +57,7 @@ class LiveExperiments:
             return False
         EXPERIMENT_CONFIG_LOADS.labels("ok").inc()
         self.config, self.error = config, None
+        export_arms(config)
         running = [e.name for e in config.experiments() if e.status == "running"]
         log.info("experiments file %s loaded: %d layers, running: %s", self.path, len(config.layers),
                  ", ".join(running) or "none")
@@ -67,3 +70,19 @@ class LiveExperiments:
             except Exception:  # never let a reload bug stop the follower
                 log.exception("reloading the experiments file failed")
             await asyncio.sleep(interval_s)
+
+
+def export_arms(config: ExperimentsConfig) -> None:
+    """The running experiments' arms as gauges (what the alerts compare against), and every arm's outcome
+    counters at 0, so a control with no error yet still has an error ratio of 0 rather than none."""
+    EXPERIMENT_ARM.clear()
+    EXPERIMENT_SRM_CRITICAL.clear()
+    for exp in config.experiments():
+        if exp.status != "running":
+            continue
+        total = sum(a.weight for a in exp.arms)
+        for arm in exp.arms:
+            EXPERIMENT_ARM.labels(exp.name, arm.name, "true" if arm.control else "false").set(arm.weight / total)
+            for outcome in ("ok", "empty", "fallback", "error"):
+                EXPERIMENT_REQUESTS.labels(exp.name, arm.name, outcome, "false")
+        EXPERIMENT_SRM_CRITICAL.labels(exp.name).set(float(chi2.ppf(0.999, len(exp.arms) - 1)))

@@ -94,6 +94,14 @@ SHADOW_REQUESTS = Counter(
 SHADOW_LATENCY = Histogram(
     "recsys_shadow_request_duration_seconds", "Latency of shadow answers (never returned).", ["shadow"],
     buckets=LATENCY_BUCKETS)
+EXPERIMENT_ARM = Gauge(
+    "recsys_experiment_arm",
+    "Arms of the running experiments in the loaded file: the arm's target share; control=\"true\" marks the "
+    "control (the guardrail and sample-ratio alerts compare against these).", ["experiment", "arm", "control"])
+EXPERIMENT_SRM_CRITICAL = Gauge(
+    "recsys_experiment_srm_critical",
+    "The chi-square statistic above which an experiment's arm split has p < 0.001 (arms - 1 degrees of freedom).",
+    ["experiment"])
 EXPERIMENT_CONFIG_LOADS = Counter(
     "recsys_experiments_config_loads_total",
     "Loads of the experiments file: ok, or invalid (the previous file keeps serving).", ["result"])

@@ -119,6 +119,9 @@ def test_a_forced_arm_is_labelled_and_a_bad_one_refused(experiment, small_datase
     assert sum(forced) >= 1
     shown = [v for (name, labels), v in metrics.items() if name == "recsys_experiment_impressions_total"]
     assert sum(shown) >= 5
+    arms = {(dict(labels)["arm"], dict(labels)["control"]): v for (name, labels), v in metrics.items()
+            if name == "recsys_experiment_arm" and dict(labels)["experiment"] == "ranker"}
+    assert arms == {("control", "true"): 0.5, ("challenger", "false"): 0.5}  # what the alerts compare against
 
 
 def test_the_file_is_reloaded_and_an_invalid_one_keeps_the_old(experiment, small_dataset):
