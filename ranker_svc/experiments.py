@@ -3,6 +3,7 @@ live versions change, and each request routed through it (recsys/experiments/rou
 
 An invalid new file is logged and counted (recsys_experiments_config_loads_total{result="invalid"}) and the
 previous one keeps serving; an invalid or missing file at start means no experiments until it is fixed.
+A changed file is read once it has held still for one check, so a half-written file is never loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LiveExperiments:
         self.config = ExperimentsConfig()
         self.error: str | None = None
         self._seen: tuple | None = None  # (file stamp, live versions) last validated
+        self._settling: tuple | None = None  # a new file stamp seen once: loaded when it holds still
         for result in ("ok", "invalid"):
             EXPERIMENT_CONFIG_LOADS.labels(result)
 
@@ -42,10 +44,16 @@ class LiveExperiments:
         if not self.path:
             return False
         versions = frozenset(self.live_versions())
-        seen = (self._stamp(), versions)
+        stamp = self._stamp()
+        seen = (stamp, versions)
         if seen == self._seen:
             return False
-        self._seen = seen
+        if self._seen is not None and stamp != self._seen[0] and stamp != self._settling:
+            # the file changed since the last look: it may be mid-write (an editor or `cp` writes in place),
+            # so it is read once it has stayed the same for one check (a ConfigMap swap is atomic anyway)
+            self._settling = stamp
+            return False
+        self._seen, self._settling = seen, None
         try:
             config = load_config(self.path, set(versions))
         except ConfigError as exc:
