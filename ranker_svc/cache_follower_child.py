@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from recsys.events.codec import decode
+from recsys.events.codec import decode, interactions_by_user
 from recsys.stream import ConsumerLoop, open_stream
 
 _METRICS_EVERY_S = 0.5
@@ -28,14 +28,9 @@ def follow(stream_url: str, group: str, consumer: str, producer: str, batch: int
     lock = threading.Lock()  # the handler's thread and the metrics loop share the pipe
 
     def handle(entries: list) -> None:
-        by_user: dict[str, list[tuple[str, str]]] = {}
-        for entry in entries:
-            rec = decode(entry.data)
-            if rec.producer == producer or rec.WhichOneof("kind") != "event":
-                continue
-            ev = rec.event
-            if ev.WhichOneof("kind") == "interaction":
-                by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
+        records = (decode(entry.data) for entry in entries)
+        by_user = interactions_by_user(rec.event for rec in records
+                                       if rec.producer != producer and rec.WhichOneof("kind") == "event")
         if by_user:
             with lock:
                 conn.send(("notes", by_user))

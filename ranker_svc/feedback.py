@@ -11,8 +11,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc import aio
 
-from recsys.events.apply import interactions_by_user
-from recsys.events.codec import encode_event, now_ms
+from recsys.events.codec import encode_event, interactions_by_user, now_ms
 from recsys.events.validate import Limits, validate_event
 from recsys.metrics import FEEDBACK_EVENTS, STREAM_APPEND_FAILURES
 from recsys.stream import EventStream, StreamError

@@ -7,14 +7,13 @@ atomically with its effect); upserts are idempotent by nature. Exposures are not
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from recsys.events.codec import decode
 from recsys.metrics import EVENT_VISIBLE
 from recsys.storage import Event, FeatureStorage, ItemRecord
-from recsys.v1 import feedback_pb2 as fpb
 
 # Item features a brand-new item starts with, besides zeros (it has no interactions yet).
 _TIME_FEATURES = ("item_first_ts", "item_mean_ts")
@@ -66,18 +65,3 @@ class FeatureApplier:
         if events:
             self.storage.record_events(events)
             events.clear()
-
-
-def interactions_by_user(events: Iterable[fpb.FeedbackEvent]) -> dict[str, list[tuple[str, str]]]:
-    """The (event id, item id) pairs of the interactions among `events`, per user, in order: what the
-    per-user cache notes, whether the events come from Send or from the stream."""
-    by_user: dict[str, list[tuple[str, str]]] = {}
-    for ev in events:
-        if ev.WhichOneof("kind") == "interaction":
-            by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
-    return by_user
-
-
-def stream_events(entries: Sequence) -> list[fpb.FeedbackEvent]:
-    """The feedback events among stream entries (exposures left out)."""
-    return [rec.event for rec in map(decode, (e.data for e in entries)) if rec.WhichOneof("kind") == "event"]

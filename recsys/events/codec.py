@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from recsys.v1 import feedback_pb2 as fpb
 from recsys.v1 import stream_pb2 as spb
@@ -34,3 +35,14 @@ def decode(data: bytes) -> spb.StreamRecord:
     if rec.WhichOneof("kind") is None:
         raise ValueError("stream record has neither an event nor an exposure")
     return rec
+
+
+def interactions_by_user(events: Iterable[fpb.FeedbackEvent]) -> dict[str, list[tuple[str, str]]]:
+    """The (event id, item id) pairs of the interactions among `events`, per user, in order: what the
+    per-user cache notes, whether the events come from Send or from the stream (here, beside the codec,
+    so the ranker's lean cache-follower child can use it too)."""
+    by_user: dict[str, list[tuple[str, str]]] = {}
+    for ev in events:
+        if ev.WhichOneof("kind") == "interaction":
+            by_user.setdefault(ev.interaction.user_id, []).append((ev.event_id, ev.interaction.item_id))
+    return by_user
