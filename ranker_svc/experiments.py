@@ -3,6 +3,7 @@ live versions change, and each request routed through it (recsys/experiments/rou
 
 An invalid new file is logged and counted (recsys_experiments_config_loads_total{result="invalid"}) and the
 previous one keeps serving; an invalid or missing file at start means no experiments until it is fixed.
+The first load waits for the first live version (the versions hook calls `reload`).
 A changed file is read once it has held still for one check, so a half-written file is never loaded.
 """
 
@@ -41,9 +42,9 @@ class LiveExperiments:
 
     def reload(self) -> bool:
         """Load the file if it or the live versions changed; True when a new config took effect."""
-        if not self.path:
-            return False
         versions = frozenset(self.live_versions())
+        if not self.path or not versions:  # no version loaded yet: nothing to route, nothing to check arms against
+            return False
         stamp = self._stamp()
         seen = (stamp, versions)
         if seen == self._seen:

@@ -49,7 +49,6 @@ from recsys.rpc.priority import IN_FLIGHT
 from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream, topic_url
-from recsys.v1 import features_pb2 as fpb
 from recsys.v1 import feedback_pb2_grpc
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -108,8 +107,8 @@ class RecommendFailed(Exception):
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, channels: Channels, settings: RankerSettings, lists: CachedLists | None = None,
                  exposures: ExposureLog | None = None):
-        self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=self._versions_changed)
         self.experiments = LiveExperiments(settings.experiments, lambda: set(self.models.versions()))
+        self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=self._versions_changed)
         self.shadows = ShadowRunner(self._compute_shadow, exposures, settings.shadow_max_in_flight)
         self.channels = channels
         self.settings = settings
@@ -194,8 +193,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         """A version came or went: its quality metrics, and the experiments file checked against the new set
         before a request can be routed to a version that is gone or skip one that just arrived."""
         export_quality(models)
-        if hasattr(self, "experiments"):
-            self.experiments.reload()
+        self.experiments.reload()
 
     async def _route(self, request: pb.RecommendRequest) -> Route:
         config = self.experiments.config
@@ -210,13 +208,12 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def _known(self, user_id: str) -> bool | None:
         """Whether feature_svc has a history for the user; None (targeting fails closed) if it cannot say."""
+        timeout = self.settings.dependency_timeout_ms / 1000.0
         try:
-            resp = await self.channels.features.GetUserFeatures(
-                fpb.GetUserFeaturesRequest(user_ids=[user_id], history_limit=1),
-                timeout=self.settings.dependency_timeout_ms / 1000.0)
-        except grpc.RpcError:
+            user = await RemoteFeatureSource(self.channels, lambda: timeout).get_user(user_id, history_limit=1)
+        except DependencyError:
             return None
-        return bool(resp.users and resp.users[0].found and resp.users[0].history)
+        return user.found and bool(user.history)
 
     async def _compute(self, params: RecommendParams, model: ServingModel, time_remaining: Callable[[], float | None],
                        request_id: str, pipeline: PipelineConfig) -> pb.RecommendResponse:
@@ -311,7 +308,6 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         follower.start(stream)
     if exposures is not None:
         exposures.start()
-    servicer.experiments.reload()
     experiments_task = asyncio.get_running_loop().create_task(
         servicer.experiments.follow(settings.experiments_reload_s))
     trimmer = asyncio.get_running_loop().create_task(

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 from ranker_svc.exposures import ExposureLog
 from recsys.experiments.assignment import BUCKETS, bucket
@@ -57,7 +56,7 @@ class ShadowRunner:
                    params: RecommendParams) -> None:
         t0 = time.perf_counter()
         try:
-            resp = await self.compute(replace(params, exclude=list(params.exclude)), shadow.model_version)
+            resp = await self.compute(params, shadow.model_version)
         except Exception as exc:  # a shadow's failure is its own: counted, logged at debug level
             SHADOW_REQUESTS.labels(shadow.name, "error").inc()
             log.debug("shadow %s for request %s failed: %s", shadow.name, request_id, exc)
