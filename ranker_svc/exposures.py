@@ -1,5 +1,6 @@
 """The exposure log: every Recommend response appended to the event stream as an impression, off the
-request's critical path. A request only does a bounded, non-blocking enqueue; a background task writes
+request's critical path. The record's time is the request's (context.time, like an event's timestamp),
+else when it was answered. A request only does a bounded, non-blocking enqueue; a background task writes
 batches; when the queue is full or the stream fails, exposures are dropped and counted, never waited for."""
 
 from __future__ import annotations
@@ -90,10 +91,14 @@ class ExposureLog:
         records: list[tuple[None, bytes]] = []
         for start in range(0, len(batch), _ENCODE_CHUNK):
             self.pace()
-            records += [(None, encode_exposure(_exposure(req, resp, shadow), at))
+            records += [(None, encode_exposure(_exposure(req, resp, shadow), at, _request_ms(req)))
                         for req, resp, at, shadow in batch[start:start + _ENCODE_CHUNK]]
         self.pace()
         self.stream.append(records)
+
+
+def _request_ms(req: rpb.RecommendRequest) -> int:
+    return req.context.time.ToMilliseconds() if req.context.HasField("time") else 0
 
 
 def _exposure(req: rpb.RecommendRequest, resp: rpb.RecommendResponse, shadow: bool = False) -> spb.Exposure:

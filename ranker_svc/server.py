@@ -4,7 +4,6 @@ remote feature and candidate services, and maps every failure to a meaningful st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -17,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from ranker_svc.cache_follower import CacheFollower
+from ranker_svc.stream_follower import StreamFollower
 from ranker_svc.cached import CachedLists, cacheable
 from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
@@ -301,11 +300,14 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     host.add(pb_grpc.add_RecommenderServicer_to_server, servicer, "recsys.v1.Recommender")
     host.add(feedback_pb2_grpc.add_FeedbackServicer_to_server, feedback, "recsys.v1.Feedback")
     component = Component("ranker_svc", load_model, servicer.models, ready=channels.hold)
-    # An in-process cache hears interactions sent through other replicas from the stream.
-    follower = (CacheFollower(settings.stream, cache, producer, settings.consumer_batch)
-                if cache is not None and getattr(cache, "in_process", False) else None)
+    # A child process follows the stream: an in-process cache hears interactions sent through other
+    # replicas from it, and experiments get per-arm clicks and conversions joined to their exposures.
+    follow_cache = cache is not None and getattr(cache, "in_process", False)
+    outcomes = bool(settings.experiments) and exposure_stream is not None
+    follower = (StreamFollower(settings.stream, cache if follow_cache else None, producer, settings.consumer_batch,
+                               outcomes=outcomes) if follow_cache or outcomes else None)
     if follower is not None:
-        follower.start(stream)
+        follower.start(stream, exposure_stream)
     if exposures is not None:
         exposures.start()
     experiments_task = asyncio.get_running_loop().create_task(
@@ -320,9 +322,7 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         if exposures is not None:
             await exposures.close()
         if follower is not None:
-            await asyncio.to_thread(follower.stop)
-            with contextlib.suppress(Exception):  # its own group: nobody reads it after this replica
-                stream.delete_group(follower.group)
+            await asyncio.to_thread(follower.stop)  # and deletes this replica's own groups
         await channels.close()
 
     await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,

@@ -134,12 +134,18 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         if args.feedback:
             feedback = feedback_report(cluster, bundle, users, rng, stream or "file (embedded log)", console)
         memory = {name: rss_mb(s.proc.pid) for name, s in cluster.services.items()}
+    experiments: dict = {}
+    if args.experiments:
+        from recsys.bench_experiments import assignment_cost_us, shadow_cost
+
+        experiments = {"assignment_us": assignment_cost_us(),
+                       "shadow": shadow_cost(bundle, users, rng, Path(args.workdir), console)}
     meta = read_metadata(bundle)
     result = {
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
-        "feedback": feedback,
+        "feedback": feedback, "experiments": experiments,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):
@@ -155,6 +161,12 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         st.add_row(k, f"{v:.2f}")
     console.print(st)
     console.print("RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
+    if experiments:
+        sh = experiments["shadow"]
+        console.print(f"experiments: assignment {experiments['assignment_us']:.1f} µs per request (2 layers); "
+                      f"a 10% shadow share: p50 {sh['off']['p50_ms']:.2f} → {sh['shadow 10%']['p50_ms']:.2f} ms, "
+                      f"p99 {sh['off']['p99_ms']:.2f} → {sh['shadow 10%']['p99_ms']:.2f} ms "
+                      f"({sh['p99_cost_ms']:+.2f} ms; shadows {sh['shadow_requests']})", highlight=False)
     Path(args.json).write_text(json.dumps(result, indent=1))
     console.print(f"wrote {args.json}")
     return 0 if single["errors"] == 0 and load["errors"] == 0 else 1

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from recsys.cli_events import add_commands as add_event_commands
 from recsys.cli_experiments import add_commands as add_experiment_commands
+from recsys.cli_simulate import add_command as add_simulate_command
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
 
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure Feedback/Send ingestion, event-to-visible latency, the cache and exposures")
     b.add_argument("--workdir", default="bundles")
+    b.add_argument("--experiments", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure assignment and the cost of a 10%% shadow share (a second cluster)")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
@@ -314,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.set_defaults(func=cmd_tune)
     add_event_commands(sub)
     add_experiment_commands(sub)
+    add_simulate_command(sub)
     return p
 
 

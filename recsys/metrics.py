@@ -84,6 +84,24 @@ EXPERIMENT_LATENCY = Histogram(
 EXPERIMENT_IMPRESSIONS = Counter(
     "recsys_experiment_impressions_total", "Items shown in Recommend answers, per experiment arm (not forced ones).",
     ["experiment", "arm"])
+EXPERIMENT_STREAM_IMPRESSIONS = Counter(
+    "recsys_experiment_stream_impressions_total",
+    "Items shown per experiment arm, counted from the exposures on the event stream once across replicas "
+    "(forced and shadow ones left out): the denominator of the online CTR.", ["experiment", "arm"])
+EXPERIMENT_CLICKS = Counter(
+    "recsys_experiment_clicks_total",
+    "Clicks joined by request_id to an exposure of the arm (same user, an item it showed), counted once "
+    "across replicas.", ["experiment", "arm"])
+EXPERIMENT_CONVERSIONS = Counter(
+    "recsys_experiment_conversions_total",
+    "Purchases joined by request_id to an exposure of the arm (same user, an item it showed), counted once "
+    "across replicas.", ["experiment", "arm"])
+EXPERIMENT_OUTCOMES_DROPPED = Counter(
+    "recsys_experiment_outcomes_dropped_total",
+    "What the online join of experiment outcomes could not use, by reason: unmatched (a click or purchase "
+    "naming a request_id whose exposure did not arrive within 30 s), mismatched (another user's exposure, or "
+    "an item it did not show), evicted (an exposure pushed out of the join by its capacity before its TTL).",
+    ["reason"])
 EXPERIMENT_CACHE_HITS = Counter(
     "recsys_experiment_cache_hits_total", "Recommend answers served from the per-user cache, per experiment arm.",
     ["experiment", "arm"])

@@ -16,10 +16,26 @@ per-user sessions over `days` days with a daily rhythm.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from recsys.data.schema import INTERACTION_COLUMNS, Dataset
+
+
+@dataclass(frozen=True)
+class World:
+    """A generated dataset and the truth behind it: what simulations of users need (recsys/simulation).
+
+    taste[u] . item_vectors[i] is user u's true affinity for item i (ids are f"u{u}" and f"i{i}");
+    popularity is each item's relative popularity; temperature the choice model's."""
+
+    dataset: Dataset
+    taste: np.ndarray         # [n_users, dim] float32
+    item_vectors: np.ndarray  # [n_items, dim] float32, unit length
+    popularity: np.ndarray    # [n_items]
+    temperature: float
 
 CATEGORY_NAMES = [
     "Books", "Electronics", "Home", "Garden", "Toys", "Sports", "Fashion", "Beauty", "Grocery", "Music",
@@ -80,7 +96,13 @@ def _inverse_cdf(cw: np.ndarray, guide: np.ndarray, target: np.ndarray) -> np.nd
     return idx.reshape(target.shape)
 
 
-def generate(
+def generate(*args, **kwargs) -> Dataset:
+    """Generate a synthetic interaction log with users, items and metadata; deterministic for a seed.
+    The arguments are generate_world's."""
+    return generate_world(*args, **kwargs).dataset
+
+
+def generate_world(
     n_users: int = 2000,
     n_items: int = 5000,
     n_interactions: int = 100_000,
@@ -96,8 +118,8 @@ def generate(
     session_focus: float = 0.7,
     days: int = 90,
     start: str = "2024-01-01",
-) -> Dataset:
-    """Generate a synthetic interaction log with users, items and metadata; deterministic for a seed.
+) -> World:
+    """The generated dataset with its users' true tastes; deterministic for a seed.
 
     popularity_skew is the Zipf exponent of item popularity by rank; popularity_exponent is `a` in
     P ~ popularity**a * exp(affinity / temperature). explore is the share of interactions from a random
@@ -244,4 +266,5 @@ def generate(
     }).astype("str")
     note = (f"synthetic: users={n_users} items={n_items} interactions={N} categories={C} seed={seed} "
             f"dim={d} temperature={temperature} popularity_skew={popularity_skew}")
-    return Dataset(interactions=interactions, items=items, users=users, name="synthetic", notes=[note])
+    dataset = Dataset(interactions=interactions, items=items, users=users, name="synthetic", notes=[note])
+    return World(dataset, taste, vec, pop, temperature)

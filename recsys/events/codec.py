@@ -24,8 +24,10 @@ def encode_event(ev: fpb.FeedbackEvent, accepted_at_ms: int, producer: str = "")
                             producer=producer).SerializeToString()
 
 
-def encode_exposure(exposure: spb.Exposure, at_ms: int) -> bytes:
-    return spb.StreamRecord(accepted_at_ms=at_ms, timestamp_ms=at_ms, exposure=exposure).SerializeToString()
+def encode_exposure(exposure: spb.Exposure, at_ms: int, request_ms: int = 0) -> bytes:
+    """`request_ms` is the request's own time (its context.time), `at_ms` when it was answered."""
+    return spb.StreamRecord(accepted_at_ms=at_ms, timestamp_ms=request_ms or at_ms,
+                            exposure=exposure).SerializeToString()
 
 
 def decode(data: bytes) -> spb.StreamRecord:

@@ -56,7 +56,7 @@ def collect(experiment: str, exposure_records: Iterable[bytes], event_records: I
         arm = next((a.arm for a in exp.assignments if a.experiment == experiment and not a.forced), None)
         if arm is None:
             continue
-        at = rec.accepted_at_ms
+        at = rec.timestamp_ms or rec.accepted_at_ms  # the request's time (context.time) when it gave one
         unit = units.get(exp.user_id)
         if unit is None:
             unit = units[exp.user_id] = _Unit(arm, at)

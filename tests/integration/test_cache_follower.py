@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def _follower_pids(ranker_pid: int) -> list[int]:
-    """The ranker's children running ranker_svc.cache_follower."""
+    """The ranker's children running ranker_svc.stream_follower."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,7 +32,7 @@ def _follower_pids(ranker_pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == ranker_pid and b"ranker_svc.cache_follower" in cmdline:
+        if int(stat[1]) == ranker_pid and b"ranker_svc.stream_follower" in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -1,5 +1,6 @@
 """Experiments through the real services: two ranker versions, arms answered end to end by their own
-version, assignments in the response and on the exposure, forced arms, reloads of the file."""
+version, assignments in the response and on the exposure, forced arms, reloads of the file, per-arm
+clicks and conversions joined online from the stream."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from recsys.bench import scrape
 from recsys.bundle import read_metadata
-from recsys.client import RecommenderClient
+from recsys.client import RecommenderClient, interaction
 from recsys.cluster import start_cluster
 from recsys.events.codec import EXPOSURE_TOPIC, decode
 from recsys.stream import open_stream, topic_url
@@ -168,6 +169,58 @@ def test_the_cli_validates_lists_and_shows_status(experiment, tmp_path):
     metrics = f"http://127.0.0.1:{cluster.services['ranker_svc'].metrics_port}/metrics"
     r = _cli("status", str(good), "--metrics", metrics)
     assert r.returncode == 0 and "running" in r.stdout and "challenger" in r.stdout and "%" in r.stdout, r.stdout
+
+
+def test_clicks_and_purchases_are_counted_per_arm_from_the_stream(experiment, small_dataset):
+    """Feedback/Send naming the request ids of answers: the ranker's stream follower joins them to the
+    exposures and the ranker exports per-arm clicks, conversions and stream impressions."""
+    cluster, *_ = experiment
+    port = cluster.services["ranker_svc"].metrics_port
+    names = {"clicks": "recsys_experiment_clicks_total", "conversions": "recsys_experiment_conversions_total",
+             "impressions": "recsys_experiment_stream_impressions_total"}
+
+    def counted() -> dict[tuple[str, str], float]:
+        metrics = scrape(port)
+        out = {(kind, dict(labels)["arm"]): v for kind, name in names.items() for (n, labels), v in metrics.items()
+               if n == name and dict(labels)["experiment"] == "ranker"}
+        out[("mismatched", "")] = metrics.get(("recsys_experiment_outcomes_dropped_total",
+                                               (("reason", "mismatched"),)), 0.0)
+        return out
+
+    before = counted()
+    expected: dict[tuple[str, str], float] = {}
+    events = []
+    with RecommenderClient(cluster.target) as client:
+        users = _users(small_dataset)
+        wait_for(lambda: bool(client.recommend(users[0], 5).assignments), 10, "the experiment running")
+        for n, user in enumerate(users[10:40]):
+            resp = client.recommend(user, 5)
+            [a] = resp.assignments
+            items = [it.item_id for it in resp.items]
+            expected[("impressions", a.arm)] = expected.get(("impressions", a.arm), 0) + len(items)
+            events.append(interaction(user, items[0], "click", request_id=resp.request_id))
+            expected[("clicks", a.arm)] = expected.get(("clicks", a.arm), 0) + 1
+            if n % 3 == 0:
+                events.append(interaction(user, items[1], "purchase", request_id=resp.request_id))
+                expected[("conversions", a.arm)] = expected.get(("conversions", a.arm), 0) + 1
+        assert {arm for _, arm in expected} == {"control", "challenger"}
+        events.append(interaction("someone-else", items[0], "click", request_id=resp.request_id))  # not counted
+        expected[("mismatched", "")] = 1
+        forced = client.stub.Recommend(pb.RecommendRequest(user_id=users[0], k=5, force_arms={"ranker": "control"}),
+                                       timeout=10)
+        events.append(interaction(users[0], forced.items[0].item_id, "click", request_id=forced.request_id))
+        assert client.send(events).accepted == len(events)
+
+    def delta() -> dict[tuple[str, str], float]:
+        now = counted()
+        return {key: now.get(key, 0.0) - before.get(key, 0.0) for key in expected}
+
+    wait_for(lambda: all(delta()[k] >= v for k, v in expected.items()), 15, "the per-arm outcomes in the metrics")
+    time.sleep(1.0)  # two more sends of the child: nothing is counted twice
+    got = delta()
+    assert {k: v for k, v in got.items() if k[0] != "impressions"} == \
+        {k: v for k, v in expected.items() if k[0] != "impressions"}
+    assert all(got[k] >= v for k, v in expected.items() if k[0] == "impressions")  # exposures of earlier calls too
 
 
 def test_a_shadow_answers_in_the_background_and_is_logged_never_returned(experiment, small_dataset):

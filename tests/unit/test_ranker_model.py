@@ -78,3 +78,19 @@ def test_new_user_requests_fall_back_to_segment_then_popularity():
     warm = cold.copy()
     warm[:, 0] = [3.0, 0.0, 1.0, 2.0]  # a history-driven score varies: the fitted base alone decides
     assert np.argsort(-model.score(warm)).tolist() == [0, 3, 2, 1]
+
+
+def test_the_popularity_objective_orders_by_popularity_and_round_trips_without_trees(tmp_path):
+    from recsys.ranking.model import train_ranker
+
+    names = ["main_z", "item_popularity_rel"]
+    x, y, g = _lists()
+    x = np.stack([x[:, 0], np.abs(x[:, 2])], axis=1)
+    m = train_ranker(x, y, g, x, y, g, names, RankerParams(objective="popularity"))
+    assert m.booster is None and not m.use_trees
+    np.testing.assert_allclose(m.score(x[:30]), x[:30, 1])
+    m.save(tmp_path)
+    assert not (tmp_path / "model.txt").exists()
+    back = RankerModel.load(tmp_path)
+    assert back.booster is None and np.allclose(back.score(x[:30]), x[:30, 1])
+    assert np.allclose(back.explain(x[:3]).sum(axis=1), x[:3, 1])

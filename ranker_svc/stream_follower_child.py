@@ -1,0 +1,118 @@
+"""The ranker's stream-follower child process (ranker_svc/stream_follower.py). It does up to two jobs and
+sends their results, and the consumer metrics of its groups, through a pipe:
+- the cache (an in-process cache): consumes `cache@<replica>` from the end and sends this replica's
+  foreign interactions, grouped by user;
+- experiment outcomes (an experiments file is configured): holds every exposure (group
+  `outcomes@<replica>` on the exposures topic: the join needs them all), counts impressions (group
+  `experiment-impressions` there) and joins clicks and purchases (group `experiment-outcomes` on the events
+  topic) in one OutcomeJoin (recsys/experiments/outcomes.py). The last two groups are shared by the
+  replicas, so each record is counted by one of them and a sum over replicas is right. The counts are sent
+  every 0.5 s.
+
+Imports only the stream, the record codec, the join and prometheus_client, so it stays small (no model,
+no gRPC). `python -m ranker_svc.stream_follower_child FD`, its settings as JSON on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from recsys.events.codec import EXPOSURE_TOPIC, decode, interactions_by_user
+from recsys.experiments.outcomes import OutcomeJoin
+from recsys.stream import ConsumerLoop, open_stream, topic_url
+from recsys.v1 import stream_pb2 as spb
+
+_METRICS_EVERY_S = 0.5
+
+
+def _cache_handler(producer: str, send: Callable[[tuple], None]) -> Callable[[list], None]:
+    def handle(entries: list) -> None:
+        records = (decode(entry.data) for entry in entries)
+        by_user = interactions_by_user(rec.event for rec in records
+                                       if rec.producer != producer and rec.WhichOneof("kind") == "event")
+        if by_user:
+            send(("notes", by_user))
+
+    return handle
+
+
+def _join_handler(join: OutcomeJoin, lock: threading.Lock, kind: str,
+                  apply: Callable[[spb.StreamRecord], None]) -> Callable[[list], None]:
+    def handle(entries: list) -> None:
+        records = [decode(entry.data) for entry in entries]  # a corrupt record raises before anything counts
+        with lock:
+            for rec in records:
+                if rec.WhichOneof("kind") == kind:
+                    apply(rec)
+
+    return handle
+
+
+def follow(settings: dict[str, Any], conn: Any) -> None:
+    """Run the configured jobs from the end of their groups; send until the pipe breaks."""
+    pipe_lock = threading.Lock()  # the handlers' threads and the metrics loop share the pipe
+    join_lock = threading.Lock()  # the join is fed by three consumer threads
+
+    def send(message: tuple) -> None:
+        with pipe_lock:
+            conn.send(message)
+
+    url, consumer, batch = settings["stream"], settings["consumer"], settings["batch"]
+    loops: list[ConsumerLoop] = []
+    if settings.get("cache_group"):
+        loops.append(ConsumerLoop(open_stream(url), settings["cache_group"], consumer,
+                                  _cache_handler(settings["producer"], send), start="end", batch=batch))
+    groups = settings.get("outcome_groups")
+    join = OutcomeJoin() if groups else None
+    if join is not None:
+        exposures = topic_url(url, EXPOSURE_TOPIC)
+        for topic, group, kind, apply in (
+                (exposures, groups["exposures"], "exposure", lambda rec: join.exposure(rec, count=False)),
+                (exposures, groups["impressions"], "exposure", join.impressions),
+                (url, groups["events"], "event", join.interaction)):
+            # counts leave every 0.5 s anyway: a longer blocking read costs less while the stream is idle
+            loops.append(ConsumerLoop(open_stream(topic), group, consumer, _join_handler(join, join_lock, kind, apply),
+                                      start="end", batch=batch, block_s=_METRICS_EVERY_S))
+    for loop in loops:
+        loop.start_thread()
+
+    def sample(name: str, group: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"group": group})
+
+    try:
+        while True:
+            time.sleep(_METRICS_EVERY_S)
+            send(("metrics", {loop.group: (sample("recsys_stream_consumer_lag", loop.group),
+                                           sample("recsys_stream_consumer_applied_total", loop.group) or 0.0,
+                                           sample("recsys_stream_dead_letters_total", loop.group) or 0.0)
+                              for loop in loops}))
+            if join is not None:
+                with join_lock:
+                    counts, dropped = join.drain()
+                if counts or dropped:
+                    send(("outcomes", counts, dropped))
+    except (BrokenPipeError, EOFError, OSError):
+        pass  # the ranker is gone
+    finally:
+        for loop in loops:
+            loop.stop()
+
+
+def main() -> None:
+    settings = json.loads(sys.stdin.read())
+    pipe = Connection(int(sys.argv[1]), readable=False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s stream-follower %(message)s")
+    follow(settings, pipe)
+
+
+if __name__ == "__main__":
+    main()
