@@ -3,7 +3,8 @@ live versions change, and each request routed through it (recsys/experiments/rou
 
 An invalid new file is logged and counted (recsys_experiments_config_loads_total{result="invalid"}) and the
 previous one keeps serving; an invalid or missing file at start means no experiments until it is fixed.
-The first load waits for the first live version (the versions hook calls `reload`).
+The first load waits until the initial versions are all loaded (`start`, before SERVING): a file whose arms
+name several versions would otherwise be rejected while they load one at a time.
 A changed file is read once it has held still for one check, so a half-written file is never loaded.
 """
 
@@ -30,6 +31,7 @@ class LiveExperiments:
         self.error: str | None = None
         self._seen: tuple | None = None  # (file stamp, live versions) last validated
         self._settling: tuple | None = None  # a new file stamp seen once: loaded when it holds still
+        self.started = False
         for result in ("ok", "invalid"):
             EXPERIMENT_CONFIG_LOADS.labels(result)
 
@@ -43,7 +45,7 @@ class LiveExperiments:
     def reload(self) -> bool:
         """Load the file if it or the live versions changed; True when a new config took effect."""
         versions = frozenset(self.live_versions())
-        if not self.path or not versions:  # no version loaded yet: nothing to route, nothing to check arms against
+        if not self.started or not self.path or not versions:  # nothing to route, nothing to check arms against
             return False
         stamp = self._stamp()
         seen = (stamp, versions)
@@ -71,6 +73,11 @@ class LiveExperiments:
         log.info("experiments file %s loaded: %d layers, running: %s", self.path, len(config.layers),
                  ", ".join(running) or "none")
         return True
+
+    def start(self) -> bool:
+        """The initial versions are loaded: load the file now, and follow it and the versions from here."""
+        self.started = True
+        return self.reload()
 
     async def follow(self, interval_s: float) -> None:
         while True:

@@ -16,13 +16,13 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from ranker_svc.stream_follower import StreamFollower
 from ranker_svc.cached import CachedLists, cacheable
 from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.settings import RankerSettings
 from ranker_svc.shadows import ShadowRunner
+from ranker_svc.stream_follower import StreamFollower
 from recsys.cache import open_cache
 from recsys.client import WARMUP_METADATA
 from recsys.events.codec import EXPOSURE_TOPIC
@@ -169,7 +169,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         if resp.cold_start:
             RECOMMEND_RESULTS.labels("cold_start").inc()
         for a in route.assignments:
-            resp.assignments.add(experiment=a.experiment, arm=a.arm, forced=a.forced)
+            resp.assignments.add(experiment=a.experiment, arm=a.arm, forced=a.forced, unit=a.unit)
         record_arms(route, outcome, t0, cached=resp.cached, items=len(resp.items))
         if log.isEnabledFor(logging.DEBUG):  # an access log, with the caller's context, when asked for
             ctx = request.context
@@ -326,4 +326,4 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         await channels.close()
 
     await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
-                   settings.default_version, ready, on_stop=stop)
+                   settings.default_version, ready, on_stop=stop, on_loaded=servicer.experiments.start)

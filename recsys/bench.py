@@ -10,10 +10,8 @@ import random
 import shutil
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -23,24 +21,9 @@ from recsys.bundle import BundleError, read_metadata
 from recsys.cluster import Cluster, start_cluster
 from recsys.data.spec import load_dataset
 from recsys.latency import concurrent, sequential, summarize
+from recsys.scrape import mean_by_label, scrape
 from recsys.training.config import TrainConfig
 from recsys.training.trainer import train
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def mean_by_label(samples: dict, metric: str, label: str) -> dict[str, float]:
-    """Mean of a histogram per value of `label`, in milliseconds."""
-    sums = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_sum" and label in dict(k[1])}
-    counts = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_count" and label in dict(k[1])}
-    return {key: 1000.0 * sums[key] / counts[key] for key in sums if counts.get(key)}
 
 
 def _children(pid: int) -> list[int]:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recsys.bench import scrape
 from recsys.bundle import read_metadata, write_metadata
 from recsys.cluster import start_cluster
 from recsys.experiments.config import parse_config
 from recsys.experiments.router import RequestFacts, route
 from recsys.latency import sequential, summarize
+from recsys.scrape import scrape
 
 # A holdout and two layers: what a busy file routes every request through.
 _ROUTING = """\

@@ -2,8 +2,10 @@
 to the interactions that name their `request_id`, per unit, per arm, per day; then SRM, CUPED-adjusted
 Welch comparisons against control, and the group-sequential decision (docs/experiments.md, "Report").
 
-The unit is the user. Forced (QA) and shadow exposures are left out. A unit's pre-experiment activity,
-the CUPED covariate, is its number of interactions before its first exposure in the experiment.
+The unit is the assignment's (the user id, or the experiment's context key's value such as a session id;
+exposures logged before units were recorded count per user). A click counts for the unit of the
+exposure it names. Forced (QA) and shadow exposures are left out. A unit's pre-experiment activity, the
+CUPED covariate, is its user's number of interactions before the unit's first exposure.
 """
 
 from __future__ import annotations
@@ -46,26 +48,29 @@ class Collected:
 
 
 def collect(experiment: str, exposure_records: Iterable[bytes], event_records: Iterable[bytes]) -> Collected:
-    shown: dict[str, tuple[str, dict[str, int], int]] = {}  # request id -> (user, item -> position, time)
+    shown: dict[str, tuple[str, str, dict[str, int]]] = {}  # request id -> (user, unit, item -> position)
     units: dict[str, _Unit] = {}
+    users: dict[str, set[str]] = {}  # user -> its units
     for data in exposure_records:
         rec = decode(data)
         exp = rec.exposure
         if exp.shadow:
             continue
-        arm = next((a.arm for a in exp.assignments if a.experiment == experiment and not a.forced), None)
-        if arm is None:
+        a = next((a for a in exp.assignments if a.experiment == experiment and not a.forced), None)
+        if a is None:
             continue
+        arm, key = a.arm, a.unit or exp.user_id
         at = rec.timestamp_ms or rec.accepted_at_ms  # the request's time (context.time) when it gave one
-        unit = units.get(exp.user_id)
+        unit = units.get(key)
         if unit is None:
-            unit = units[exp.user_id] = _Unit(arm, at)
+            unit = units[key] = _Unit(arm, at)
+            users.setdefault(exp.user_id, set()).add(key)
         elif unit.arm != arm:  # a unit seen in two arms: assignment broke; keep its first arm, count nothing new
             continue
         unit.first_ms = min(unit.first_ms, at)
         unit.exposures.append(at)
         unit.impressions += len(exp.items)
-        shown[exp.request_id] = (exp.user_id, {it.item_id: it.position for it in exp.items}, at)
+        shown[exp.request_id] = (exp.user_id, key, {it.item_id: it.position for it in exp.items})
     interactions: list[tuple[str, int, str, str, str]] = []
     for data in event_records:
         rec = decode(data)
@@ -74,16 +79,15 @@ def collect(experiment: str, exposure_records: Iterable[bytes], event_records: I
         it = rec.event.interaction
         interactions.append((it.user_id, rec.timestamp_ms, it.type, it.request_id, it.item_id))
     for user, ts, kind, request_id, item in interactions:
-        unit = units.get(user)
-        if unit is None:
-            continue
-        if ts < unit.first_ms:
-            unit.before += 1
+        for key in users.get(user, ()):
+            if ts < units[key].first_ms:
+                units[key].before += 1
         hit = shown.get(request_id) if request_id else None
         if hit is None or hit[0] != user:
             continue
+        unit = units[hit[1]]
         if kind in CLICK_TYPES:
-            position = hit[1].get(item)
+            position = hit[2].get(item)
             unit.clicks.append((ts, 1.0 / math.log2(position + 2) if position is not None else 0.0))
         elif kind in CONVERSION_TYPES:
             unit.conversions.append(ts)

@@ -40,6 +40,7 @@ class Assigned:
     experiment: str
     arm: str
     forced: bool = False
+    unit: str = ""  # the unit id hashed: the user id, or the experiment's context key's value
 
 
 @dataclass(frozen=True)
@@ -122,5 +123,5 @@ def route(config: ExperimentsConfig, facts: RequestFacts, now: dt.datetime | Non
             continue
         version = arm.model_version
         overrides.update(arm.overrides)
-        assigned.append(Assigned(exp.name, arm.name, is_forced))
+        assigned.append(Assigned(exp.name, arm.name, is_forced, facts.unit(exp.unit) or facts.user_id))
     return Route(tuple(assigned), version, overrides, holdout)

@@ -65,8 +65,10 @@ class ServiceHost:
 
     async def run(self, component: Component[Any] | None, bundles: list[str], registry: str,
                   reload_interval_s: float, default_version: str = "", ready: asyncio.Event | None = None,
-                  on_stop: Callable[[], Awaitable[None] | None] | None = None) -> None:
-        """Serve until SIGTERM/SIGINT (or `stop()`): load the versions, report SERVING, follow the registry."""
+                  on_stop: Callable[[], Awaitable[None] | None] | None = None,
+                  on_loaded: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`): load the versions, report SERVING, follow the registry.
+        on_loaded runs once the initial versions are all loaded, before SERVING."""
         if bundles and registry:
             raise SystemExit(f"{self.name}: give either --bundle or --registry, not both")
         if component is not None:
@@ -90,6 +92,8 @@ class ServiceHost:
                     component.versions.set_default(default_version)
                 log.info("%s: serving %s (default %s)", self.name, ", ".join(component.versions.versions()),
                          component.versions.default_version)
+            if on_loaded is not None:
+                on_loaded()
             gc.freeze()  # loaded models are long-lived: keep the collector from rescanning them (p99)
             await self.server.set_serving(True)
             if ready is not None:

@@ -59,7 +59,8 @@ class InProcessService:
         resp = pb.RecommendResponse(request_id=f"r{next(self._ids)}", model_version=r.model_version or "default",
                                     items=[pb.RecommendedItem(item_id=i) for i in self.policy(request.user_id, r,
                                                                                                 request.k)],
-                                    assignments=[pb.Assignment(experiment=a.experiment, arm=a.arm, forced=a.forced)
+                                    assignments=[pb.Assignment(experiment=a.experiment, arm=a.arm, forced=a.forced,
+                                                               unit=a.unit)
                                                  for a in r.assignments])
         if not self.drop(r):
             self.exposures.append(encode_exposure(spb.Exposure(

@@ -86,6 +86,23 @@ def test_a_better_arm_is_found_better_and_an_equal_one_is_not() -> None:
     assert same.decisions["treatment"] is False and "no detectable difference" in same.verdict
 
 
+def test_a_context_key_unit_is_analysed_per_unit_and_clicks_count_for_the_exposure_they_name() -> None:
+    def exposure(user: str, unit: str, arm: str, rid: str, at: int) -> bytes:
+        e = spb.Exposure(request_id=rid, user_id=user, items=[spb.ExposedItem(item_id="i0", position=0)],
+                         assignments=[rpb.Assignment(experiment="exp", arm=arm, unit=unit)])
+        return encode_exposure(e, at)
+
+    exposures = [exposure("u1", "s1", "control", "r1", T0), exposure("u1", "s2", "treatment", "r2", T0 + 10),
+                 exposure("u2", "s3", "control", "r3", T0 + 20)]
+    events = [_event("u1", "view", T0 - 5), _event("u1", "click", T0 + 30, "r2"), _event("u1", "click", T0 + 40, "r1"),
+              _event("u1", "click", T0 + 50, "r3")]  # r3 is another user's: not joined
+    got = collect("exp", exposures, events).units
+    assert sorted(got) == ["s1", "s2", "s3"]
+    assert (got["s1"].arm, len(got["s1"].clicks)) == ("control", 1)
+    assert (got["s2"].arm, len(got["s2"].clicks)) == ("treatment", 1)
+    assert got["s3"].clicks == [] and got["s1"].before == 1 and got["s2"].before == 1  # the user's history
+
+
 def test_an_arm_that_loses_five_percent_of_its_exposures_is_flagged() -> None:
     # one exposure per unit, 5% of the treatment's lost: ~30,000 against ~28,500 units
     lossy = _population(60_000, {"control": 0.1, "treatment": 0.1}, drop={"treatment": 0.05}, seed=2, per_unit=1)

@@ -106,6 +106,9 @@ def test_a_context_key_can_be_the_unit() -> None:
         "diversity_lambda") for i in range(400)]
     assert set(lams) == {None, 0.6}  # one user, many sessions: both arms
     assert 0.25 < lams.count(0.6) / len(lams) < 0.55  # half of lambda's 80% of the layer
+    units = {a.experiment: a.unit for a in route(cfg, RequestFacts(user, surface="home", extra={"session_id": "s7"}),
+                                                 NOW).assignments}
+    assert units["ranker"] == user and units.get("lambda", "s7") == "s7"  # each assignment names its unit
 
 
 def test_a_forced_arm_is_labelled_and_unknown_ones_are_refused() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from recsys.bench import scrape
 from recsys.client import RecommenderClient, interaction
 from recsys.events.codec import encode_event, now_ms
+from recsys.scrape import scrape
 from recsys.stream import open_stream
 
 from .feedback_helpers import wait_for

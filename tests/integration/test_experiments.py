@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from recsys.bench import scrape
 from recsys.bundle import read_metadata
 from recsys.client import RecommenderClient, interaction
 from recsys.cluster import start_cluster
 from recsys.events.codec import EXPOSURE_TOPIC, decode
+from recsys.scrape import scrape
 from recsys.stream import open_stream, topic_url
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc

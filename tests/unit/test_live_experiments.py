@@ -33,7 +33,8 @@ def test_a_changed_file_is_loaded_once_it_holds_still_and_an_invalid_one_is_refu
     path = tmp_path / "experiments.yaml"
     _touch(path, FILE.format(coverage=1, v2="v2"), 1)
     live = LiveExperiments(str(path), lambda: {"v1", "v2"})
-    assert live.reload() and live.config.experiments()[0].coverage == 1.0  # the first load is immediate
+    assert not live.reload() and not live.config.layers  # the initial versions are not all loaded yet
+    assert live.start() and live.config.experiments()[0].coverage == 1.0  # the first load is immediate
     _touch(path, "", 2)  # caught mid-write: an empty file
     assert not live.reload() and live.config.layers  # not read yet
     _touch(path, FILE.format(coverage=0.5, v2="v2"), 3)  # the write completed
@@ -50,6 +51,6 @@ def test_new_live_versions_revalidate_at_once(tmp_path: Path) -> None:
     _touch(path, FILE.format(coverage=1, v2="v2"), 1)
     versions = {"v1"}
     live = LiveExperiments(str(path), lambda: set(versions))
-    assert not live.reload() and not live.config.layers  # v2 is not live yet
+    assert not live.start() and not live.config.layers  # v2 is not live
     versions.add("v2")
     assert live.reload() and live.config.layers  # same file, new versions: no waiting
