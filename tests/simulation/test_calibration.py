@@ -9,6 +9,7 @@ A/A: over 240 experiments read after every simulated day, the false-positive rat
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -67,3 +68,26 @@ def test_a_better_ranker_is_found_better(world) -> None:
     reports = [_run(world, 1000 + k, treatment_noise=0.5) for k in range(10)]
     assert sum(bool(r.decisions["treatment"]) and r.comparisons["treatment"]["clicks_per_unit"].diff > 0
                for r in reports) >= 8
+
+
+def _losing(share: float):
+    """A logging fault: the treatment's exposures are lost with probability `share`."""
+    draws = random.Random(1)
+    return lambda route: route.model_version == "b" and draws.random() < share
+
+
+def test_an_arm_that_loses_five_percent_of_its_exposures_is_flagged() -> None:
+    """20,000 users, one visit each; the logging fault drops 5% of the treatment's exposures at random."""
+    big = generate_world(n_users=20_000, n_items=200, n_interactions=20_000, n_categories=4, seed=6)
+    pop = Population.of(big, 20_000, seed=0)
+    config = SimulationConfig(days=1, pre_days=0, return_rate=0.0, extra_sessions=0.0, organic=0.0, seed=0,
+                              concurrency=64)
+    results = {}
+    for name, loss in (("intact", 0.0), ("lossy", 0.05)):
+        service = InProcessService(parse_config(FILE.format(k="srm")), noisy_truth_policy(pop, lambda r: 1.0),
+                                   drop=_losing(loss))
+        asyncio.run(Simulation(service, pop, ClickModel(), config, end_s=1.8e9).run())
+        results[name] = analyse("exp", collect("exp", service.exposures, service.events), ["control", "treatment"],
+                                [1, 1], "control")
+    assert not results["intact"].srm.mismatch
+    assert results["lossy"].srm.mismatch and results["lossy"].verdict.startswith("sample-ratio mismatch")
