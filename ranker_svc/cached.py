@@ -83,6 +83,10 @@ class CachedLists:
                 await self._call(self.cache.put, user_id, fp, entry)
         return resp
 
+    async def noted(self, user_id: str) -> frozenset[str]:
+        """Items the user interacted with recently (filtered from any list served to them)."""
+        return await self._call(self.cache.noted, user_id)
+
     async def note(self, by_user: dict[str, list[tuple[str, str]]]) -> None:
         """Feedback/Send's hook: accepted interactions (event id, item id per user) invalidate or filter
         the users' cached lists."""

@@ -4,6 +4,7 @@ remote feature and candidate services, and maps every failure to a meaningful st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -17,19 +18,21 @@ import grpc
 from grpc import aio
 
 from ranker_svc.cached import CachedLists, cacheable
+from ranker_svc.degraded import DegradedAnswers
 from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.settings import RankerSettings
 from ranker_svc.shadows import ShadowRunner
 from ranker_svc.stream_follower import StreamFollower
-from recsys.cache import open_cache
+from recsys.cache import CacheUnavailable, open_cache
 from recsys.client import WARMUP_METADATA
 from recsys.events.codec import EXPOSURE_TOPIC
 from recsys.events.consumers import consumer_name
 from recsys.events.validate import Limits
 from recsys.experiments.router import RequestFacts, Route, UnknownArm, needs_known
 from recsys.experiments.router import route as route_request
+from recsys.log_limit import RateLimitedLog
 from recsys.metrics import (
     EXPERIMENT_CACHE_HITS,
     EXPERIMENT_IMPRESSIONS,
@@ -53,6 +56,8 @@ from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 log = logging.getLogger("ranker_svc")
+DEPENDENCY_LOG = RateLimitedLog(log)  # a dependency down under load fails ~1,000 calls a second
+_RESERVE_S = 0.005  # of the caller's deadline, kept for a degraded answer when a dependency hangs
 MAX_ID_LEN = 512
 MAX_EXCLUDE = 10_000
 MAX_FORCED = 16
@@ -98,9 +103,10 @@ class RecommendFailed(Exception):
     """A failure with the status the caller gets; raised inside a possibly shared computation and turned
     into an abort by each waiting request on its own context."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, dependency: str = ""):
         super().__init__(message)
         self.code = code
+        self.dependency = dependency  # the service that could not answer, when that is the cause
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -109,6 +115,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.experiments = LiveExperiments(settings.experiments, lambda: set(self.models.versions()))
         self.models: LiveVersions[ServingModel] = LiveVersions("ranker_svc", on_change=self._versions_changed)
         self.shadows = ShadowRunner(self._compute_shadow, exposures, settings.shadow_max_in_flight)
+        self.degraded = DegradedAnswers(settings.degraded_memory_users)
         self.channels = channels
         self.settings = settings
         self.lists = lists
@@ -161,10 +168,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             else:
                 resp = await self._compute(params, model, context.time_remaining, request_id, pipeline)
         except RecommendFailed as exc:
-            record_arms(route, "error", t0, cached=False)
-            await context.abort(exc.code, str(exc))
+            fallback = await self._degraded(exc, params, model, pipeline.diversity_lambda if lam is None else lam)
+            if fallback is None:
+                record_arms(route, "error", t0, cached=False)
+                await context.abort(exc.code, str(exc))
+            resp = fallback
+        if not resp.cached:
+            self.degraded.remember(request.user_id, resp)
         resp.request_id = request_id
-        outcome = "fallback" if resp.fallback else "empty" if not resp.items else "ok"
+        outcome = "degraded" if resp.degraded else "fallback" if resp.fallback else "empty" if not resp.items else "ok"
         RECOMMEND_RESULTS.labels(outcome).inc()
         if resp.cold_start:
             RECOMMEND_RESULTS.labels("cold_start").inc()
@@ -180,6 +192,17 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             self.exposures.record(request, resp)
             self.shadows.start(self.experiments.config.shadows, request, request_id, params, model.version)
         return resp
+
+    async def _degraded(self, exc: RecommendFailed, params: RecommendParams, model: ServingModel,
+                        lam: float) -> pb.RecommendResponse | None:
+        """A dependency is down or too slow: what the ranker can serve alone (ranker_svc/degraded.py)."""
+        if exc.code != grpc.StatusCode.UNAVAILABLE or not exc.dependency:
+            return None
+        drop = list(params.exclude)
+        if self.lists is not None:  # what the user interacted with since their last good list
+            with contextlib.suppress(CacheUnavailable):
+                drop += await self.lists.noted(params.user_id)
+        return self.degraded.answer(params.user_id, params.k, model, exc.dependency, drop, lam)
 
     async def _compute_shadow(self, params: RecommendParams, version: str) -> pb.RecommendResponse:
         """A shadow's answer: its version, default settings, its own deadline (the dependency timeout)."""
@@ -222,19 +245,20 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
         def timeout() -> float:
             remaining = time_remaining()
-            return dep_timeout if remaining is None else max(0.001, min(dep_timeout, remaining))
+            # keep a little of the caller's time for a degraded answer if the dependency does not answer
+            return dep_timeout if remaining is None else max(0.001, min(dep_timeout, remaining - _RESERVE_S))
 
         try:
             rec = await recommend(params, model, RemoteFeatureSource(self.channels, timeout),
                                   RemoteCandidateSource(self.channels, timeout), pipeline)
         except DependencyError as exc:
-            log.warning("request %s: %s", request_id, exc)
+            DEPENDENCY_LOG.warning((exc.service, exc.code), "request %s: %s", request_id, exc)
             code = exc.code
             remaining = time_remaining()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and (remaining is None or remaining > 0.001):
                 # our own per-dependency timeout fired, not the caller's deadline: the dependency is unhealthy
                 code = grpc.StatusCode.UNAVAILABLE
-            raise RecommendFailed(code, str(exc)) from exc
+            raise RecommendFailed(code, str(exc), exc.service) from exc
         except (grpc.RpcError, asyncio.CancelledError):
             raise
         except Exception as exc:  # a bug or corrupt data must surface as INTERNAL with a message, not UNKNOWN

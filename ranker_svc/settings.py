@@ -40,3 +40,4 @@ class RankerSettings:
     experiments: str = setting("experiments")
     experiments_reload_s: float = setting("experiments_reload_s")
     shadow_max_in_flight: int = setting("shadow_max_in_flight")
+    degraded_memory_users: int = setting("degraded_memory_users")

@@ -84,12 +84,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
                           f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
         console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything.")
-        while not stopping:
-            dead = [s for s in cluster.services.values() if s.proc.poll() is not None]
-            if dead:
-                console.print(f"[red]{dead[0].name} exited ({dead[0].proc.returncode}); stopping[/red]")
-                console.print(escape(dead[0].log_tail()))
-                return 1
+        while not stopping:  # a service that dies is restarted with backoff; the others keep serving
+            for event in cluster.supervise():
+                console.print(f"[yellow]{escape(event)}[/yellow]")
+                logging.getLogger("recsys.up").warning(event)
             time.sleep(0.2)
     finally:
         cluster.stop()

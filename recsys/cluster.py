@@ -54,6 +54,16 @@ def wait_healthy(address: str, timeout: float, proc: subprocess.Popen | None = N
             time.sleep(0.2)
 
 
+def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:  # a restarted service appends to its log
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
+
+
+_MAX_BACKOFF_S = 30.0
+_STABLE_S = 60.0  # a service that ran this long before dying restarts at once again
+
+
 @dataclass
 class Service:
     name: str
@@ -61,6 +71,12 @@ class Service:
     metrics_port: int
     proc: subprocess.Popen
     log_path: Path
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _backoff: float = 0.0
+    _due: float | None = None  # when a dead service is restarted
 
     @property
     def address(self) -> str:
@@ -95,6 +111,25 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 svc.proc.kill()
                 svc.proc.wait()
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart services that died, with exponential backoff (0.5 s doubling to 30 s; reset once a
+        service has run a minute), the others serving on. Returns what it did, one line per event."""
+        now = time.monotonic() if now is None else now
+        events = []
+        for svc in self.services.values():
+            if svc.proc.poll() is None or not svc.cmd:
+                continue
+            if svc._due is None:
+                svc._backoff = 0.5 if now - svc.started > _STABLE_S else min(_MAX_BACKOFF_S, max(0.5, svc._backoff * 2))
+                svc._due = now + svc._backoff
+                events.append(f"{svc.name} exited with code {svc.proc.returncode}; restarting in {svc._backoff:.1f} s")
+            elif now >= svc._due:
+                svc.proc = _spawn(svc.cmd, svc.env, svc.log_path)
+                svc.restarts += 1
+                svc.started, svc._due = now, None
+                events.append(f"{svc.name} restarted (pid {svc.proc.pid}, restart {svc.restarts})")
+        return events
 
     def __enter__(self) -> Cluster:
         return self
@@ -144,11 +179,8 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
             log_path = log_dir / f"{name}.log"
             cmd = [sys.executable, "-m", name, "--host", "127.0.0.1", "--port", str(ports[name]),
                    "--metrics-port", str(mport), *args[name], *extra.get(name, [])]
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True,
-                                        preexec_fn=die_with_parent if sys.platform == "linux" else None)
-            cluster.services[name] = Service(name, ports[name], mport, proc, log_path)
+            log_path.write_bytes(b"")
+            cluster.services[name] = Service(name, ports[name], mport, _spawn(cmd, env, log_path), log_path, cmd, env)
         for svc in cluster.services.values():
             try:
                 wait_healthy(svc.address, timeout, svc.proc, svc.name)

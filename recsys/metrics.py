@@ -27,6 +27,11 @@ STAGE_LATENCY = Histogram(
     ["stage"], buckets=LATENCY_BUCKETS)
 CANDIDATES = Counter(
     "recsys_candidates_total", "Candidates proposed, by retrieval source.", ["source"])
+RECOMMEND_DEGRADED = Counter(
+    "recsys_recommend_degraded_total",
+    "Recommend answers served without a dependency, by the dependency that failed and what answered: "
+    "last_good (the user's last good list) or popular (the bundle's popularity order).",
+    ["dependency", "source"])
 RECOMMEND_RESULTS = Counter(
     "recsys_recommendations_total",
     "Recommend responses by outcome: ok, empty (no items), fallback (popularity order) or cold_start.",

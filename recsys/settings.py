@@ -87,6 +87,8 @@ _DEFS = [
     Setting("experiments", "", "A/B experiments file (docs/experiments.md); empty = no experiments", R),
     Setting("shadow_max_in_flight", 4, "shadow answers computed at once; beyond it a shadow is skipped and "
             "counted", R, (0, 1000)),
+    Setting("degraded_memory_users", 10_000, "users whose last good list the ranker keeps for degraded answers "
+            "when a dependency is down (0 = popular items only)", R, (0, 10_000_000)),
     Setting("experiments_reload_s", 5.0, "how often the experiments file is checked for changes", R,
             (0.1, 3600)),
 ]

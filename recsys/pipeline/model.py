@@ -16,6 +16,8 @@ import numpy as np
 from recsys.bundle import BundleError, read_metadata, verify_bundle
 from recsys.ranking.model import RankerModel
 
+POPULAR_KEPT = 1000  # enough for any k after exclusions
+
 
 @dataclass
 class ItemEmbeddings:
@@ -65,6 +67,9 @@ class ServingModel:
     ranker: RankerModel
     embeddings: ItemEmbeddings
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics from training
+    # The most popular item ids, most popular first: what the ranker can serve on its own when its
+    # dependencies are down (ranker_svc/degraded.py).
+    popular: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, bundle_dir: Path, verify: bool = True) -> ServingModel:
@@ -78,6 +83,12 @@ class ServingModel:
             raise BundleError(f"{bundle_dir}: cannot load ranker: {exc}") from exc
         if len(ids) != len(emb):
             raise BundleError(f"{bundle_dir}: {len(ids)} item ids but {len(emb)} embeddings")
-        return cls(version=meta.version, created=meta.created, ranker=ranker,
+        popularity_file = bundle_dir / "retrieval" / "popularity.npy"
+        popular: list[str] = []
+        if popularity_file.is_file():
+            popularity = np.load(popularity_file)
+            if len(popularity) == len(ids):
+                popular = [str(x) for x in ids[np.argsort(-popularity, kind="stable")[:POPULAR_KEPT]]]
+        return cls(version=meta.version, created=meta.created, ranker=ranker, popular=popular,
                    embeddings=ItemEmbeddings.from_factors(ids, emb),
                    metrics={k: float(v) for k, v in meta.metrics.items() if isinstance(v, int | float)})
