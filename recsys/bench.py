@@ -93,17 +93,18 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     redis_dir = tempfile.mkdtemp(prefix="recsys-bench-redis-")
     redis = start_redis(redis_dir) if args.feedback else None
     stream = redis[1] + "?key=bench:events" if redis else None
+    holder = {"proc": redis[0]} if redis else None  # the chaos run restarts Redis: its new process
     try:
-        return _run(args, console, bundle, users, rng, stream)
+        return _run(args, console, bundle, users, rng, stream, holder)
     finally:
-        if redis:
-            redis[0].kill()
-            redis[0].wait()
+        if holder:
+            holder["proc"].kill()
+            holder["proc"].wait()
         shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[str], rng: random.Random,
-         stream: str | None) -> int:
+         stream: str | None, redis: dict | None = None) -> int:
     feedback: dict = {}
     with start_cluster(bundle, port=0, index=args.index, stream=stream) as cluster:
         seq_users = [rng.choice(users) for _ in range(args.requests)]
@@ -117,6 +118,11 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         if args.feedback:
             feedback = feedback_report(cluster, bundle, users, rng, stream or "file (embedded log)", console)
         memory = {name: rss_mb(s.proc.pid) for name, s in cluster.services.items()}
+        chaos: list[dict] = []
+        if args.chaos:
+            from recsys.bench_chaos import chaos_report
+
+            chaos = chaos_report(cluster, bundle, users, rng, stream, redis, console)
     experiments: dict = {}
     if args.experiments:
         from recsys.bench_experiments import assignment_cost_us, shadow_cost
@@ -128,7 +134,7 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
-        "feedback": feedback, "experiments": experiments,
+        "feedback": feedback, "experiments": experiments, "chaos": chaos,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):

@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workdir", default="bundles")
     b.add_argument("--experiments", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure assignment and the cost of a 10%% shadow share (a second cluster)")
+    b.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
+                   help="kill each service (and Redis) in turn under a steady load and measure the recovery")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
