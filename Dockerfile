@@ -74,8 +74,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 LABEL org.opencontainers.image.title="recsys" \
       org.opencontainers.image.description="recsys serving stack: ranker_svc, candidate_svc, feature_svc and the recsys CLI" \
       org.opencontainers.image.licenses="Apache-2.0"
-# gRPC: ranker 50051, candidate 50052, feature 50053; Prometheus /metrics: 9101, 9102, 9103.
-EXPOSE 50051 50052 50053 9101 9102 9103
+# gRPC (TLS unless RECSYS_PLAINTEXT=true): ranker 50051, candidate 50052, feature 50053; the plaintext
+# health-only ports of the Kubernetes probes: 50061, 50062, 50063; Prometheus /metrics: 9101, 9102, 9103.
+EXPOSE 50051 50052 50053 50061 50062 50063 9101 9102 9103
 WORKDIR /tmp
 
 FROM runtime AS train

@@ -17,8 +17,11 @@ from recsys.events.items import ItemApplier
 from recsys.metrics import CANDIDATES
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
+from recsys.rpc.admission import ServerLimits
 from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.limits import RequestLimits, retrieve_problem
 from recsys.rpc.priority import IN_FLIGHT
+from recsys.rpc.security import security_from
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream
 from recsys.v1 import candidates_pb2 as pb
@@ -41,6 +44,7 @@ def load_generator(bundle: Path, settings: CandidateSettings) -> Loaded[Candidat
 class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
     def __init__(self, settings: CandidateSettings, on_change=None):
         self.settings = settings
+        self.limits = RequestLimits.of(settings)
         self.versions: LiveVersions[CandidateGenerator] = LiveVersions("candidate_svc", on_change=on_change)
 
     def _problem(self, request: pb.RetrieveRequest) -> str | None:
@@ -51,7 +55,7 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
             return f"history: at most {s.max_request_history} items, got {len(request.history)}"
         if len(request.exclude_item_ids) > s.max_exclude:
             return f"exclude_item_ids: at most {s.max_exclude} ids, got {len(request.exclude_item_ids)}"
-        return None
+        return retrieve_problem(request, self.limits)
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: aio.ServicerContext) -> pb.RetrieveResponse:
         problem = self._problem(request)
@@ -94,9 +98,11 @@ def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGen
 
 
 async def serve(settings: CandidateSettings, ready: asyncio.Event | None = None) -> None:
+    security = security_from(settings, "candidate_svc")  # TLS unless plaintext; bad settings stop here
     consumers = item_consumers(settings)
     servicer = CandidateServicer(settings, on_change=consumers.sync)
-    host = ServiceHost("candidate_svc", settings.host, settings.port, settings.metrics_port)
+    host = ServiceHost("candidate_svc", settings.host, settings.port, settings.metrics_port, security,
+                       ServerLimits.of(settings))
     host.add(pb_grpc.add_CandidateRetrieverServicer_to_server, servicer, "recsys.v1.CandidateRetriever")
     component = Component("candidate_svc", lambda path: load_generator(path, settings), servicer.versions)
     try:

@@ -16,12 +16,18 @@ from feature_svc.settings import FeatureSettings
 from recsys.bundle import bundle_stream_position, verify_bundle
 from recsys.events.apply import FeatureApplier
 from recsys.events.consumers import VersionConsumers
+from recsys.forget import Forgotten, TombstonesUnavailable, open_tombstones
 from recsys.metrics import FEATURE_EVENTS, FEATURE_LAST_UPDATE
+from recsys.rpc.admission import DEFAULT_MAX_MESSAGE_BYTES, ServerLimits
+from recsys.rpc.health_watch import follow_health
 from recsys.rpc.host import Component, Loaded, ServiceHost, VersionsServicer
+from recsys.rpc.limits import CallLimit, ResponseBudget, chunks, strings_size
 from recsys.rpc.priority import IN_FLIGHT
+from recsys.rpc.security import security_from
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.storage import (
     DEFAULT_NAMESPACE,
+    Erased,
     Event,
     FeatureStorage,
     StorageError,
@@ -36,6 +42,9 @@ from recsys.v1 import versions_pb2_grpc
 
 log = logging.getLogger("feature_svc")
 MAX_ID_LEN = 512
+# Records read and answered between two deadline checks (recsys/rpc/limits.py): a few milliseconds of work.
+USER_CHUNK = 64
+ITEM_CHUNK = 512
 # Events applied between two yields to requests: about 0.3 ms of work, so a request arriving mid-slice
 # waits little for the interpreter lock.
 CONSUMER_SLICE = 16
@@ -43,8 +52,11 @@ UNVERSIONED = ""  # a store started without a bundle or registry: it has no vers
 
 
 class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
-    def __init__(self, max_batch: int = 10_000, on_change=None):
+    def __init__(self, max_batch: int = 10_000, on_change=None, max_id_len: int = MAX_ID_LEN,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
         self.max_batch = max_batch
+        self.max_id_len = max_id_len
+        self.max_message_bytes = max_message_bytes  # an answer is never built beyond what can be sent
         self.versions: LiveVersions[FeatureStorage] = LiveVersions("feature_svc", on_change=on_change,
                                                                    on_retire=_close)
 
@@ -78,9 +90,9 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{field_name}: at most {self.max_batch} ids per call, got {len(ids)}")
         for i, x in enumerate(ids):
-            if not x or len(x) > MAX_ID_LEN:
+            if not x or len(x) > self.max_id_len:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"{field_name}[{i}] must be a non-empty id of at most {MAX_ID_LEN} characters")
+                                    f"{field_name}[{i}] must be a non-empty id of at most {self.max_id_len} characters")
 
     async def GetUserFeatures(self, request: pb.GetUserFeaturesRequest, context) -> pb.GetUserFeaturesResponse:
         await self._check_ids(request.user_ids, "user_ids", context)
@@ -88,42 +100,81 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "history_limit must be >= 0")
         version, storage = await self._storage(request.model_version, context)
         try:
-            names, records = await self._consistent(storage, lambda: storage.user_feature_names, storage.get_users,
-                                                    list(request.user_ids), request.history_limit)
+            return await self._users(storage, version, list(request.user_ids), request.history_limit, context)
+        except CallLimit as exc:
+            await context.abort(exc.code, str(exc))
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        resp = pb.GetUserFeaturesResponse(feature_names=names, model_version=version)
-        for uid, rec in zip(request.user_ids, records, strict=True):
-            if rec is None:
-                resp.users.add(user_id=uid, found=False)
-            else:
+
+    async def _users(self, storage: FeatureStorage, version: str, ids: list[str], history_limit: int,
+                     context) -> pb.GetUserFeaturesResponse:
+        """The answer, read and built a chunk at a time: it stops when the deadline passes or the answer
+        outgrows max_message_bytes (CallLimit), not after building gigabytes nobody will read."""
+        resp = pb.GetUserFeaturesResponse(model_version=version)
+        budget = ResponseBudget(self.max_message_bytes, "the answer (user_ids x their histories)")
+        names, done = None, 0
+        async for chunk in chunks(ids, USER_CHUNK, context):
+            chunk_names, records = await self._consistent(storage, lambda: storage.user_feature_names,
+                                                          storage.get_users, list(chunk), history_limit)
+            if names is not None and chunk_names != names:
+                raise StorageError("the features were reloaded during the read; retry")
+            names = chunk_names
+            for uid, rec in zip(chunk, records, strict=True):
+                done += 1
+                if rec is None:
+                    budget.spend(len(uid) + 8, done, len(ids))
+                    resp.users.add(user_id=uid, found=False)
+                    continue
+                budget.spend(len(uid) + 5 * len(rec.values) + strings_size(rec.history)
+                             + strings_size(rec.attributes) + strings_size(rec.attributes.values()) + 8, done, len(ids))
                 resp.users.add(user_id=uid, found=True, values=rec.values.tolist(), history=rec.history,
                                attributes=rec.attributes)
+        resp.feature_names.extend(storage.user_feature_names if names is None else names)
         return resp
 
     async def GetItemFeatures(self, request: pb.GetItemFeaturesRequest, context) -> pb.GetItemFeaturesResponse:
         await self._check_ids(request.item_ids, "item_ids", context)
         version, storage = await self._storage(request.model_version, context)
         try:
-            names, records = await self._consistent(storage, lambda: storage.item_feature_names, storage.get_items,
-                                                    list(request.item_ids))
+            return await self._items(storage, version, list(request.item_ids), context)
+        except CallLimit as exc:
+            await context.abort(exc.code, str(exc))
         except StorageError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
-        found = [rec is not None for rec in records]
-        values = np.full((len(records), len(names)), np.nan, dtype=np.float32)
-        titles, categories, counts = [], [], []
-        for i, rec in enumerate(records):
-            if rec is None:
-                titles.append("")
-                counts.append(0)
-            else:
-                values[i] = rec.values
+
+    async def _items(self, storage: FeatureStorage, version: str, ids: list[str],
+                     context) -> pb.GetItemFeaturesResponse:
+        """Like _users: a chunk at a time, within the deadline and max_message_bytes."""
+        budget = ResponseBudget(self.max_message_bytes, "the answer (item_ids x their features)")
+        names, done = None, 0
+        found, values, titles, categories, counts = [], [], [], [], []
+        async for chunk in chunks(ids, ITEM_CHUNK, context):
+            chunk_names, records = await self._consistent(storage, lambda: storage.item_feature_names,
+                                                          storage.get_items, list(chunk))
+            if names is not None and chunk_names != names:
+                raise StorageError("the features were reloaded during the read; retry")
+            names = chunk_names
+            block = np.full((len(records), len(names)), np.nan, dtype=np.float32)
+            for i, (item_id, rec) in enumerate(zip(chunk, records, strict=True)):
+                done += 1
+                found.append(rec is not None)
+                if rec is None:
+                    budget.spend(len(item_id) + 5 * len(names) + 8, done, len(ids))
+                    titles.append("")
+                    counts.append(0)
+                    continue
+                budget.spend(len(item_id) + 5 * len(names) + len(rec.title) + strings_size(rec.categories) + 8,
+                             done, len(ids))
+                block[i] = rec.values
                 titles.append(rec.title)
                 categories.extend(rec.categories)
                 counts.append(len(rec.categories))
-        return pb.GetItemFeaturesResponse(feature_names=names, item_ids=request.item_ids, found=found,
-                                          values=values.ravel().tolist(), titles=titles, categories=categories,
-                                          category_counts=counts, model_version=version)
+            values.append(block.ravel())
+        names = storage.item_feature_names if names is None else names
+        flat = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+        return pb.GetItemFeaturesResponse(feature_names=names, item_ids=ids, found=found, values=flat.tolist(),
+                                          titles=titles, categories=categories, category_counts=counts,
+                                          model_version=version)
 
     async def RecordEvents(self, request: pb.RecordEventsRequest, context) -> pb.RecordEventsResponse:
         if len(request.events) > self.max_batch:
@@ -133,7 +184,7 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         for i, e in enumerate(request.events):
             for name in ("user_id", "item_id"):
                 value = getattr(e, name)
-                if not value or len(value) > MAX_ID_LEN:
+                if not value or len(value) > self.max_id_len:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"events[{i}].{name} must be a non-empty id")
             events.append(Event(e.user_id, e.item_id, e.event or "view", e.value or 1.0,
                                 e.timestamp or int(time.time()), e.event_id))
@@ -154,6 +205,23 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         FEATURE_EVENTS.inc(n)
         return pb.RecordEventsResponse(recorded=n)
 
+    async def ForgetUser(self, request: pb.ForgetUserRequest, context) -> pb.ForgetUserResponse:
+        """Users/Forget: the user erased from every live version's store (the other replicas of an embedded
+        store hear the stream's forget record; docs/operations.md, "Forget a user")."""
+        if not request.user_id or len(request.user_id) > self.max_id_len:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"user_id must be a non-empty id of at most {self.max_id_len} characters")
+        if not len(self.versions):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "feature_svc has no features loaded yet")
+        erased, versions = Erased(), self.versions.versions()
+        try:
+            for version in versions:
+                erased += await asyncio.to_thread(self.versions.get(version)[1].forget_users, [request.user_id])
+        except StorageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"feature storage unavailable: {exc}")
+        return pb.ForgetUserResponse(records=erased.records, history_items=erased.history_items,
+                                     versions=len(versions))
+
 
 def _close(storage: FeatureStorage) -> None:
     storage.close()
@@ -172,8 +240,9 @@ def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStora
     storage = _open(settings, version_namespace(meta.version))
     storage.stream_start = bundle_stream_position(bundle)  # where this version's consumer starts
     try:
+        storage.forgotten = _forgotten(settings)  # kept out of the load and of the stream's replay
         if settings.load_bundle:
-            load_bundle_features(storage, bundle)
+            load_bundle_features(storage, bundle, storage.forgotten)
             log.info("loaded features of bundle %s into %s", meta.version, settings.storage)
         elif storage.loaded_bundle() != meta.version:
             raise StorageError(f"the store does not hold the features of {meta.version} yet "
@@ -185,21 +254,41 @@ def load_version(bundle: Path, settings: FeatureSettings) -> Loaded[FeatureStora
     return Loaded(meta.version, meta.created, storage)
 
 
+def _forgotten(settings: FeatureSettings) -> Forgotten:
+    """The forgotten-users registry beside the stream; unreadable, no version loads (retried next poll)."""
+    try:
+        with open_tombstones(settings.stream) as registry:
+            return registry.forgotten()
+    except TombstonesUnavailable as exc:
+        raise StorageError(str(exc)) from exc
+
+
 def feature_consumers(settings: FeatureSettings) -> VersionConsumers[FeatureStorage]:
     """The online-features consumer of every live version: events on the stream become history,
     counters, new items and user attributes in that version's store."""
     return VersionConsumers(
         open_stream(settings.stream), "features",
-        handler=lambda group, storage: FeatureApplier(storage, group),
+        handler=lambda group, storage: FeatureApplier(storage, group, getattr(storage, "forgotten", None)),
         start=lambda version, storage: getattr(storage, "stream_start", "begin"),
         replay=lambda storage: storage.in_process, batch=settings.consumer_batch,
         pace=IN_FLIGHT.yield_to_requests, slice_size=CONSUMER_SLICE)
 
 
+def _storage_answers(servicer: FeatureStoreServicer) -> bool:
+    """The default version's storage answers (an embedded store always does)."""
+    try:
+        return bool(servicer.versions.get("")[1].ping())
+    except Exception:
+        return False
+
+
 async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -> None:
+    security = security_from(settings, "feature_svc")  # TLS unless plaintext; bad settings stop here
     consumers = feature_consumers(settings)
-    servicer = FeatureStoreServicer(settings.max_batch, on_change=consumers.sync)
-    host = ServiceHost("feature_svc", settings.host, settings.port, settings.metrics_port)
+    servicer = FeatureStoreServicer(settings.max_batch, on_change=consumers.sync, max_id_len=settings.max_id_len,
+                                    max_message_bytes=settings.max_message_bytes)
+    host = ServiceHost("feature_svc", settings.host, settings.port, settings.metrics_port, security,
+                       ServerLimits.of(settings))
     host.add(pb_grpc.add_FeatureStoreServicer_to_server, servicer, "recsys.v1.FeatureStore")
     component = None
     if settings.bundle or settings.registry:
@@ -208,10 +297,14 @@ async def serve(settings: FeatureSettings, ready: asyncio.Event | None = None) -
         servicer.versions.add(UNVERSIONED, _open(settings))
         host.add(versions_pb2_grpc.add_ModelVersionsServicer_to_server,
                  VersionsServicer("feature_svc", servicer.versions), "recsys.v1.ModelVersions")
+    started = ready or asyncio.Event()
+    watch = asyncio.get_running_loop().create_task(
+        follow_health(host.server, lambda: _storage_answers(servicer), "feature storage", started))
     try:
         await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,
-                       settings.default_version, ready)
+                       settings.default_version, started)
     finally:
+        watch.cancel()
         consumers.close()
         for version in servicer.versions.versions():
             _close(servicer.versions.get(version)[1])

@@ -14,6 +14,7 @@ from recsys.pipeline.config import PipelineConfig
 from recsys.v1 import recommender_pb2 as pb
 
 _NOTES_PER_YIELD = 16
+_MAX_FORGETS_KEPT = 100_000
 Compute = Callable[[int], Awaitable[pb.RecommendResponse]]  # depth -> a response computed without exclusions
 
 
@@ -27,6 +28,7 @@ class CachedLists:
         self.cache = cache
         self.depth = depth
         self.flights = SingleFlight()
+        self._forgets: dict[str, int] = {}  # user -> forgets seen: part of the flight key (Users/Forget)
         # an in-process cache answers in microseconds; a network one is called from a worker thread
         self._inline = bool(getattr(cache, "in_process", False))
 
@@ -59,7 +61,8 @@ class CachedLists:
         if found == "invalidated":
             CACHE_INVALIDATIONS.inc()
         depth = max(self.depth, k + len(exclude))
-        resp, _ = await self.flights.run(f"{user_id}\x00{fp}", lambda: self._fill(user_id, fp, depth, compute))
+        flight = f"{user_id}\x00{fp}\x00{self._forgets.get(user_id, 0)}"  # never joins one from before a forget
+        resp, _ = await self.flights.run(flight, lambda: self._fill(user_id, fp, depth, compute))
         since: frozenset[str] = frozenset()
         # interactions noted while the list was computed, or not yet in the history it read, are filtered too
         with contextlib.suppress(CacheUnavailable):
@@ -82,6 +85,17 @@ class CachedLists:
             with contextlib.suppress(CacheUnavailable):
                 await self._call(self.cache.put, user_id, fp, entry)
         return resp
+
+    def forget_now(self, user_id: str) -> int:
+        """Users/Forget, from any thread: every list and note of the user erased (CacheUnavailable if it
+        cannot be); a computation started before stores nothing, a request arriving now does not join it."""
+        if len(self._forgets) >= _MAX_FORGETS_KEPT:
+            self._forgets.clear()  # only a flight of the last few milliseconds could still be joined
+        self._forgets[user_id] = self._forgets.get(user_id, 0) + 1
+        return self.cache.forget(user_id)
+
+    async def forget(self, user_id: str) -> int:
+        return await self._call(self.forget_now, user_id)
 
     async def noted(self, user_id: str) -> frozenset[str]:
         """Items the user interacted with recently (filtered from any list served to them)."""

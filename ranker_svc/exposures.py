@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ _BATCH = 500
 # batch instead of per request, which is what keeps the log off the request path's CPU budget.
 _LINGER_S = 0.1
 _ENCODE_CHUNK = 16  # records encoded between two yields to requests: about 0.3 ms of work
+_FORGET_WINDOW_S = 60.0  # a forget outlives every exposure queued before it (the queue drains in ms)
 
 
 class ExposureLog:
@@ -33,22 +35,43 @@ class ExposureLog:
         self.stream = stream
         self.capacity = capacity
         self.pace = pace or (lambda: None)
-        self._queue: collections.deque[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool]] = \
+        # (request, response, answered at ms, shadow, started: perf_counter() when its computation began)
+        self._queue: collections.deque[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool, float]] = \
             collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_error = 0.0
+        # user -> when forgotten (perf_counter): exposures of computations started before are never written
+        self._forgotten: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._forget_lock = threading.Lock()
         for reason in ("queue_full", "stream_error"):  # exported at 0, so the first drop is an increase
             EXPOSURES_DROPPED.labels(reason)
 
-    def record(self, request: rpb.RecommendRequest, response: rpb.RecommendResponse, shadow: bool = False) -> None:
+    def record(self, request: rpb.RecommendRequest, response: rpb.RecommendResponse, shadow: bool = False,
+               started: float | None = None) -> None:
         """O(1) and never blocks: the message is built by the writer task, not here. A shadow's answer is
-        logged with `shadow` set: it was never shown."""
+        logged with `shadow` set: it was never shown. `started` (time.perf_counter()) is when the answer's
+        computation began: if the user is forgotten after that, the exposure is not written."""
         if len(self._queue) >= self.capacity:
             EXPOSURES_DROPPED.labels("queue_full").inc()
             return
-        self._queue.append((request, response, now_ms(), shadow))
+        self._queue.append((request, response, now_ms(), shadow, time.perf_counter() if started is None else started))
         self._wake.set()
+
+    def forget(self, user_id: str) -> int:
+        """Users/Forget: the user's queued exposures are dropped at write time (any thread may call this:
+        it only records the time); returns how many are queued now."""
+        at = time.perf_counter()
+        with self._forget_lock:  # the Forget handler and the stream follower's thread
+            self._forgotten.pop(user_id, None)
+            self._forgotten[user_id] = at
+            while next(iter(self._forgotten.values())) < at - _FORGET_WINDOW_S:  # the newest always stays
+                self._forgotten.popitem(last=False)
+        return sum(1 for req, *_ in list(self._queue) if req.user_id == user_id)
+
+    def _written(self, user_id: str, started: float) -> bool:
+        forgotten_at = self._forgotten.get(user_id) if self._forgotten else None
+        return forgotten_at is None or started > forgotten_at
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -86,15 +109,17 @@ class ExposureLog:
                     self._last_error = time.monotonic()
                 await asyncio.sleep(0.2)
 
-    def _write(self, batch: list[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool]]) -> None:
+    def _write(self, batch: list[tuple[rpb.RecommendRequest, rpb.RecommendResponse, int, bool, float]]) -> None:
         """In a worker thread, chunk by chunk between requests: the messages, then one append."""
         records: list[tuple[None, bytes]] = []
+        batch = [queued for queued in batch if self._written(queued[0].user_id, queued[4])]
         for start in range(0, len(batch), _ENCODE_CHUNK):
             self.pace()
             records += [(None, encode_exposure(_exposure(req, resp, shadow), at, _request_ms(req)))
-                        for req, resp, at, shadow in batch[start:start + _ENCODE_CHUNK]]
+                        for req, resp, at, shadow, _ in batch[start:start + _ENCODE_CHUNK]]
         self.pace()
-        self.stream.append(records)
+        if records:
+            self.stream.append(records)
 
 
 def _request_ms(req: rpb.RecommendRequest) -> int:

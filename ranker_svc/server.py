@@ -22,6 +22,7 @@ from ranker_svc.degraded import DegradedAnswers
 from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
+from ranker_svc.forget import UsersServicer
 from ranker_svc.settings import RankerSettings
 from ranker_svc.shadows import ShadowRunner
 from ranker_svc.stream_follower import StreamFollower
@@ -32,6 +33,7 @@ from recsys.events.consumers import consumer_name
 from recsys.events.validate import Limits
 from recsys.experiments.router import RequestFacts, Route, UnknownArm, needs_known
 from recsys.experiments.router import route as route_request
+from recsys.forget import open_tombstones
 from recsys.log_limit import RateLimitedLog
 from recsys.metrics import (
     EXPERIMENT_CACHE_HITS,
@@ -46,42 +48,44 @@ from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import recommend
 from recsys.pipeline.types import RecommendParams
+from recsys.rpc.admission import ServerLimits
+from recsys.rpc.auth import denied_privilege
 from recsys.rpc.host import Component, Loaded, ServiceHost
+from recsys.rpc.limits import RequestLimits, recommend_problem
 from recsys.rpc.priority import IN_FLIGHT
 from recsys.rpc.remote import Channels, DependencyError, RemoteCandidateSource, RemoteFeatureSource
+from recsys.rpc.request_id import bind as bind_request_id
+from recsys.rpc.request_id import problem as request_id_problem
+from recsys.rpc.security import security_from
 from recsys.rpc.versions import LiveVersions, UnknownVersion
 from recsys.stream import open_stream, topic_url
-from recsys.v1 import feedback_pb2_grpc
+from recsys.v1 import feedback_pb2_grpc, users_pb2_grpc
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 log = logging.getLogger("ranker_svc")
 DEPENDENCY_LOG = RateLimitedLog(log)  # a dependency down under load fails ~1,000 calls a second
-_RESERVE_S = 0.005  # of the caller's deadline, kept for a degraded answer when a dependency hangs
-MAX_ID_LEN = 512
-MAX_EXCLUDE = 10_000
-MAX_FORCED = 16
+_RESERVE_S = 0.02  # at most this (and 10%) of the caller's deadline is kept for a degraded answer
+CALLER_SERVICES = ("recsys.v1.Recommender", "recsys.v1.Feedback", "recsys.v1.ModelVersions",  # in the callers file
+                   "recsys.v1.Users")
 _PIPELINE_OVERRIDES = ("n_candidates", "source_quotas", "diversity_lambda")  # an arm's settings the pipeline takes
 
 
-def validate(request: pb.RecommendRequest, max_k: int) -> str | None:
-    """The first problem with a request, as a message naming the field, or None."""
+def validate(request: pb.RecommendRequest, max_k: int, limits: RequestLimits | None = None) -> str | None:
+    """The first problem with a request, as a message naming the field, or None (sizes: recsys/rpc/limits.py)."""
     if not request.user_id:
         return "user_id must be non-empty"
-    if len(request.user_id) > MAX_ID_LEN:
-        return f"user_id must be at most {MAX_ID_LEN} characters"
+    problem = recommend_problem(request, limits or RequestLimits())
+    if problem:
+        return problem
     if request.k < 1 or request.k > max_k:
         return f"k must be between 1 and {max_k}, got {request.k}"
     if request.HasField("diversity_lambda"):
         lam = request.diversity_lambda
         if math.isnan(lam) or not 0.0 <= lam <= 1.0:
             return f"diversity_lambda must be in [0, 1], got {lam}"
-    if len(request.exclude_item_ids) > MAX_EXCLUDE:
-        return f"exclude_item_ids: at most {MAX_EXCLUDE} ids, got {len(request.exclude_item_ids)}"
-    if any(not x for x in request.exclude_item_ids):
-        return "exclude_item_ids must not contain empty ids"
-    if len(request.force_arms) > MAX_FORCED:
-        return f"force_arms: at most {MAX_FORCED} experiments, got {len(request.force_arms)}"
+    if request.request_id:
+        return request_id_problem(request.request_id)
     return None
 
 
@@ -118,6 +122,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.degraded = DegradedAnswers(settings.degraded_memory_users)
         self.channels = channels
         self.settings = settings
+        self.limits = RequestLimits.of(settings)
         self.lists = lists
         self.exposures = exposures
         self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, history_window=settings.history_window,
@@ -126,11 +131,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                                        fresh_share=settings.fresh_share)
 
     async def Recommend(self, request: pb.RecommendRequest, context: aio.ServicerContext) -> pb.RecommendResponse:
-        problem = validate(request, self.settings.max_k)
+        problem = validate(request, self.settings.max_k, self.limits)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if denied := denied_privilege(request):  # pin_version, force_arms, explain (the callers file)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
         if not len(self.models):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "ranker_svc has no model loaded yet")
+        request_id = request.request_id or uuid.uuid4().hex
+        bind_request_id(request_id)  # its logs, its span, and the x-request-id of its internal calls
         t0 = time.perf_counter()
         route = Route()
         if not request.model_version:  # a pinned version is a debugging call: no experiment
@@ -149,7 +158,6 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             route = Route()
             _, model = self.models.get("")
         pipeline = self.pipeline.override(**{k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES})
-        request_id = request.request_id or uuid.uuid4().hex
         lam = request.diversity_lambda if request.HasField("diversity_lambda") else None
         params = RecommendParams(
             user_id=request.user_id, k=request.k, diversity_lambda=lam,
@@ -174,7 +182,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 await context.abort(exc.code, str(exc))
             resp = fallback
         if not resp.cached:
-            self.degraded.remember(request.user_id, resp)
+            self.degraded.remember(request.user_id, resp, started=t0)  # not if the user is forgotten meanwhile
         resp.request_id = request_id
         outcome = "degraded" if resp.degraded else "fallback" if resp.fallback else "empty" if not resp.items else "ok"
         RECOMMEND_RESULTS.labels(outcome).inc()
@@ -189,7 +197,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                       request_id, request.user_id, request.k, resp.model_version, outcome, resp.cached, ctx.surface,
                       ctx.device, ",".join(arms), dict(ctx.extra))
         if self.exposures is not None and not _is_warmup(context):
-            self.exposures.record(request, resp)
+            self.exposures.record(request, resp, started=t0)
             self.shadows.start(self.experiments.config.shadows, request, request_id, params, model.version)
         return resp
 
@@ -246,7 +254,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         def timeout() -> float:
             remaining = time_remaining()
             # keep a little of the caller's time for a degraded answer if the dependency does not answer
-            return dep_timeout if remaining is None else max(0.001, min(dep_timeout, remaining - _RESERVE_S))
+            if remaining is None:
+                return dep_timeout
+            return max(0.001, min(dep_timeout, remaining - min(_RESERVE_S, 0.1 * remaining)))
 
         try:
             rec = await recommend(params, model, RemoteFeatureSource(self.channels, timeout),
@@ -309,29 +319,35 @@ def _is_warmup(context: aio.ServicerContext) -> bool:
 
 
 async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) -> None:
+    security = security_from(settings, "ranker_svc", CALLER_SERVICES)  # TLS unless plaintext; callers file
     stream = open_stream(settings.stream)
     cache = open_cache(settings.cache, ttl_s=settings.cache_ttl_s, max_new=settings.cache_max_new)
     lists = CachedLists(cache, settings.cache_depth) if cache is not None else None
     exposure_stream = open_stream(topic_url(settings.stream, EXPOSURE_TOPIC)) if settings.exposures else None
     exposures = (ExposureLog(exposure_stream, settings.exposure_queue, pace=IN_FLIGHT.yield_to_requests)
                  if exposure_stream is not None else None)
-    channels = Channels(settings.feature_addr, settings.candidate_addr)
+    channels = Channels(settings.feature_addr, settings.candidate_addr, security.channel_certificates())
     servicer = RecommenderServicer(channels, settings, lists, exposures)
     producer = consumer_name()
-    feedback = FeedbackServicer(stream, Limits(max_batch=settings.max_send_batch),
+    feedback = FeedbackServicer(stream, Limits.of(settings),
                                 on_accepted=lists.note if lists is not None else None, producer=producer)
-    host = ServiceHost("ranker_svc", settings.host, settings.port, settings.metrics_port)
+    host = ServiceHost("ranker_svc", settings.host, settings.port, settings.metrics_port, security,
+                       ServerLimits.of(settings))
     host.add(pb_grpc.add_RecommenderServicer_to_server, servicer, "recsys.v1.Recommender")
     host.add(feedback_pb2_grpc.add_FeedbackServicer_to_server, feedback, "recsys.v1.Feedback")
+    tombstones = open_tombstones(settings.stream)
+    users = UsersServicer(stream, tombstones, channels, servicer.degraded, lists, exposures, exposure_stream,
+                          producer, settings.max_id_len)
+    host.add(users_pb2_grpc.add_UsersServicer_to_server, users, "recsys.v1.Users")  # Forget (ranker_svc/forget.py)
     component = Component("ranker_svc", load_model, servicer.models, ready=channels.hold)
     # A child process follows the stream: an in-process cache hears interactions sent through other
-    # replicas from it, and experiments get per-arm clicks and conversions joined to their exposures.
+    # replicas from it, this replica's memory hears forgets taken by others, and experiments get per-arm
+    # clicks and conversions joined to their exposures.
     follow_cache = cache is not None and getattr(cache, "in_process", False)
     outcomes = bool(settings.experiments) and exposure_stream is not None
-    follower = (StreamFollower(settings.stream, cache if follow_cache else None, producer, settings.consumer_batch,
-                               outcomes=outcomes) if follow_cache or outcomes else None)
-    if follower is not None:
-        follower.start(stream, exposure_stream)
+    follower = StreamFollower(settings.stream, cache if follow_cache else None, producer, settings.consumer_batch,
+                              outcomes=outcomes, on_forget=users.forget_here)
+    follower.start(stream, exposure_stream)
     if exposures is not None:
         exposures.start()
     experiments_task = asyncio.get_running_loop().create_task(
@@ -345,8 +361,8 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
         await servicer.shadows.close()
         if exposures is not None:
             await exposures.close()
-        if follower is not None:
-            await asyncio.to_thread(follower.stop)  # and deletes this replica's own groups
+        await asyncio.to_thread(follower.stop)  # and deletes this replica's own groups
+        tombstones.close()
         await channels.close()
 
     await host.run(component, settings.bundle, settings.registry, settings.reload_interval_s,

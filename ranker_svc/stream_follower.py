@@ -9,6 +9,10 @@ cores), so the child consumes the group `cache@<replica>`, drops what this proce
 record's `producer`), and sends the other interactions, grouped by user, through a pipe; a thread here
 notes them. With one replica nothing crosses the pipe.
 
+Forgets (Users/Forget): a forget record, whichever replica appended it, reaches every replica's follower,
+which calls `on_forget(user)` here (the cache, the last good lists, the queued exposures). So the follower
+runs in every ranker, also without an in-process cache (then it forwards forgets only).
+
 Experiment outcomes (an experiments file is configured, and exposures are logged): the child joins
 clicks and purchases to the exposures they name (recsys/experiments/outcomes.py, groups in
 ranker_svc/stream_follower_child.py) and sends per-arm counts every 0.5 s; the thread here adds them to
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -65,14 +70,17 @@ def outcome_groups() -> dict[str, str]:
 
 
 class StreamFollower:
-    def __init__(self, stream_url: str, cache: ListCache | None, producer: str, batch: int, outcomes: bool = False):
-        """`cache`: the in-process cache to note foreign interactions in (None: no cache job); `outcomes`:
-        join experiment outcomes."""
+    def __init__(self, stream_url: str, cache: ListCache | None, producer: str, batch: int, outcomes: bool = False,
+                 on_forget: Callable[[str], object] | None = None):
+        """`cache`: the in-process cache to note foreign interactions in (None: no notes); `outcomes`: join
+        experiment outcomes; `on_forget(user_id)`: what this replica erases for a forget record (Users/Forget;
+        without it a forget erases the user from `cache`). Either of the first and the last runs the cache job."""
         self.stream_url = stream_url
         self.cache = cache
         self.producer = producer
         self.batch = batch
-        self.group = cache_group() if cache is not None else None
+        self.on_forget = on_forget
+        self.group = cache_group() if cache is not None or on_forget is not None else None
         self.outcome_groups = outcome_groups() if outcomes else None
         self._streams: tuple[EventStream | None, EventStream | None] = (None, None)
         self._stop = threading.Event()
@@ -132,7 +140,8 @@ class StreamFollower:
         finally:
             os.close(write_fd)  # the child holds the only writer: its death is our EOF
         config = {"stream": self.stream_url, "cache_group": self.group, "outcome_groups": self.outcome_groups,
-                  "consumer": consumer_name(), "producer": self.producer, "batch": self.batch}
+                  "consumer": consumer_name(), "producer": self.producer, "batch": self.batch,
+                  "notes": self.cache is not None}
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(json.dumps(config).encode())
@@ -164,6 +173,15 @@ class StreamFollower:
             for user_id, pairs in message[1].items():
                 with contextlib.suppress(CacheUnavailable):
                     self.cache.note_interactions(user_id, pairs)
+        elif kind == "forget":
+            for user_id in message[1]:
+                try:
+                    if self.on_forget is not None:
+                        self.on_forget(user_id)
+                    elif self.cache is not None:
+                        self.cache.forget(user_id)
+                except Exception as exc:  # e.g. a shared cache down: the forgetting replica reports its own
+                    log.warning("stream follower: could not forget a user here: %s", exc)
         elif kind == "metrics":
             for group, (lag, applied, dead) in message[1].items():
                 if lag is not None:

@@ -1,7 +1,9 @@
 """The ranker's stream-follower child process (ranker_svc/stream_follower.py). It does up to two jobs and
 sends their results, and the consumer metrics of its groups, through a pipe:
 - the cache (an in-process cache): consumes `cache@<replica>` from the end and sends this replica's
-  foreign interactions, grouped by user;
+  foreign interactions, grouped by user; and every forget record (Users/Forget), from any replica, so that
+  the replica's cache, last good lists and queued exposures drop the user (this job also runs without an
+  in-process cache, sending forgets only; the join, when on, drops the user's held exposures too);
 - experiment outcomes (an experiments file is configured): holds every exposure (group
   `outcomes@<replica>` on the exposures topic: the join needs them all), counts impressions (group
   `experiment-impressions` there) and joins clicks and purchases (group `experiment-outcomes` on the events
@@ -34,13 +36,29 @@ from recsys.v1 import stream_pb2 as spb
 _METRICS_EVERY_S = 0.5
 
 
-def _cache_handler(producer: str, send: Callable[[tuple], None]) -> Callable[[list], None]:
+def _cache_handler(producer: str, send: Callable[[tuple], None], notes: bool = True,
+                   on_forget: Callable[[list[str]], None] | None = None) -> Callable[[list], None]:
+    """Foreign interactions as notes (with an in-process cache), and every forget record (Users/Forget),
+    from whichever replica, in stream order."""
     def handle(entries: list) -> None:
-        records = (decode(entry.data) for entry in entries)
-        by_user = interactions_by_user(rec.event for rec in records
-                                       if rec.producer != producer and rec.WhichOneof("kind") == "event")
-        if by_user:
-            send(("notes", by_user))
+        events = []
+
+        def flush() -> None:
+            by_user = interactions_by_user(events)
+            if notes and by_user:
+                send(("notes", by_user))
+            events.clear()
+
+        for rec in (decode(entry.data) for entry in entries):
+            kind = rec.WhichOneof("kind")
+            if kind == "event" and rec.producer != producer:
+                events.append(rec.event)
+            elif kind == "forget":
+                flush()
+                if on_forget is not None:
+                    on_forget([rec.forget.user_id])
+                send(("forget", [rec.forget.user_id]))
+        flush()
 
     return handle
 
@@ -68,11 +86,19 @@ def follow(settings: dict[str, Any], conn: Any) -> None:
 
     url, consumer, batch = settings["stream"], settings["consumer"], settings["batch"]
     loops: list[ConsumerLoop] = []
-    if settings.get("cache_group"):
-        loops.append(ConsumerLoop(open_stream(url), settings["cache_group"], consumer,
-                                  _cache_handler(settings["producer"], send), start="end", batch=batch))
     groups = settings.get("outcome_groups")
     join = OutcomeJoin() if groups else None
+
+    def forget_in_join(users: list[str]) -> None:
+        if join is not None:
+            with join_lock:
+                for user in users:
+                    join.forget(user)
+
+    if settings.get("cache_group"):
+        handler = _cache_handler(settings["producer"], send, settings.get("notes", True), forget_in_join)
+        loops.append(ConsumerLoop(open_stream(url), settings["cache_group"], consumer, handler, start="end",
+                                  batch=batch))
     if join is not None:
         exposures = topic_url(url, EXPOSURE_TOPIC)
         for topic, group, kind, apply in (

@@ -118,6 +118,12 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         if args.feedback:
             feedback = feedback_report(cluster, bundle, users, rng, stream or "file (embedded log)", console)
         memory = {name: rss_mb(s.proc.pid) for name, s in cluster.services.items()}
+        overload: dict = {}
+        if args.production:
+            from recsys.bench_overload import overload_curve
+
+            with console.status("overload: offered load up to 3x the saturating rate"):
+                overload = overload_curve(cluster.target, users)
         chaos: list[dict] = []
         if args.chaos:
             from recsys.bench_chaos import chaos_report
@@ -129,12 +135,20 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
 
         experiments = {"assignment_us": assignment_cost_us(),
                        "shadow": shadow_cost(bundle, users, rng, Path(args.workdir), console)}
+    production: dict = {"overload": overload}
+    if args.production:
+        from recsys.bench_security import tls_cost
+        from recsys.bench_tracing import tracing_cost
+
+        production["tls"] = tls_cost(bundle, users, rng, Path(args.workdir), console)
+        production["tracing"] = tracing_cost(bundle, users, rng, console)
     meta = read_metadata(bundle)
     result = {
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
         "feedback": feedback, "experiments": experiments, "chaos": chaos,
+        "production": production,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):
@@ -150,6 +164,20 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         st.add_row(k, f"{v:.2f}")
     console.print(st)
     console.print("RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
+    if overload:
+        from recsys.bench_overload import overload_table
+
+        ot = Table(title=f"overload (saturating {overload['saturating_rps']:.0f} rps)")
+        for col in ("offered", "offered/s", "admitted/s", "shed/s", "failed", "p50 ms", "p99 ms", "shed p99 ms"):
+            ot.add_column(col, justify="right")
+        for row in overload_table(overload):
+            ot.add_row(*row)
+        console.print(ot)
+    for name in ("tls", "tracing"):
+        if name in production:
+            console.print(f"{name}: " + json.dumps({k: v for k, v in production[name].items()
+                                                    if "cost" in k}),
+                          highlight=False)
     if experiments:
         sh = experiments["shadow"]
         console.print(f"experiments: assignment {experiments['assignment_us']:.1f} µs per request (2 layers); "

@@ -32,8 +32,8 @@ def chaos_report(cluster: Cluster, bundle: Path, users: list[str], rng: random.R
     finally:
         load.stop()
     if stream:
-        on_stream = stream_event_ids(stream)
-        lost = load.accepted - on_stream
+        accepted = set(load.accepted)  # the load has stopped; a snapshot all the same
+        lost = accepted - stream_event_ids(stream)
         for r in reports:
             r.events_lost = len(lost)  # counted over the whole run: an id is either on the stream or not
     t = Table(title=f"chaos: each fault for {hold_s:.0f} s under {load.rate:.0f} Recommend + {load.rate:.0f} Send/s")

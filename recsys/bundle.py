@@ -40,6 +40,9 @@ class BundleMetadata:
     # The last event-stream entry the training data included (`recsys events export`); the serving
     # consumers of this version apply only what came after it. None: trained without the stream.
     stream_position: str | None = None
+    # Users forgotten (Users/Forget) up to this time (unix ms) were left out of the training data (`recsys
+    # train --events` with an export's registry); feature_svc drops the rows of users forgotten later.
+    forgotten_through_ms: int = 0
 
     @staticmethod
     def new_version(created: float) -> str:

@@ -16,6 +16,7 @@ from rich.table import Table
 from recsys.cli_events import add_commands as add_event_commands
 from recsys.cli_experiments import add_commands as add_experiment_commands
 from recsys.cli_simulate import add_command as add_simulate_command
+from recsys.cli_users import add_commands as add_user_commands
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
 
@@ -32,11 +33,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = _load(args.dataset)
     console.print(f"dataset {ds.name}: {len(ds.interactions):,} interactions, "
                   f"{ds.interactions['user_id'].nunique():,} users, {ds.interactions['item_id'].nunique():,} items")
-    stream_position = None
+    stream_position, forgotten_through_ms = None, 0
     if args.events:
-        from recsys.events.export import merge_events
+        from recsys.events.export import exported_forgotten, merge_events
 
         ds, stream_position = merge_events(ds, Path(args.events))
+        forgotten_through_ms = exported_forgotten(Path(args.events))[1]
         console.print(f"with the stream events of {args.events} (up to position {stream_position}): "
                       f"{len(ds.interactions):,} interactions")
     for note in ds.notes:
@@ -51,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         version = BundleMetadata.new_version(time.time())
         parent, out = registry.champion(), registry.path(version)
     meta = train(ds, out, cfg, dataset_spec=args.dataset, parent=parent, version=version,
-                 stream_position=stream_position)
+                 stream_position=stream_position, forgotten_through_ms=forgotten_through_ms)
     table = Table(title=f"bundle {meta.version} -> {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -191,6 +193,7 @@ def _models_live(registry, op: str, version: str | None) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     """Load a bundle's feature tables into a (shared) feature store, e.g. Redis before a rollout."""
     from recsys.bundle import BundleError, read_metadata
+    from recsys.forget import TombstonesUnavailable, open_tombstones
     from recsys.storage import StorageError, open_storage, version_namespace
     from recsys.storage.bundle_loader import load_bundle_features
 
@@ -200,9 +203,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     try:
-        with console.status(f"loading {args.bundle} into {args.storage}"):
-            version = load_bundle_features(storage, Path(args.bundle)).version
-    except (BundleError, StorageError) as exc:
+        with console.status(f"loading {args.bundle} into {args.storage}"), open_tombstones(args.stream) as registry:
+            version = load_bundle_features(storage, Path(args.bundle), registry.forgotten()).version
+    except (BundleError, StorageError, TombstonesUnavailable) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     finally:
@@ -274,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workdir", default="bundles")
     b.add_argument("--experiments", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure assignment and the cost of a 10%% shadow share (a second cluster)")
+    b.add_argument("--production", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the overload curve, and the cost of mTLS and of tracing (more clusters)")
     b.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
                    help="kill each service (and Redis) in turn under a steady load and measure the recovery")
     b.set_defaults(func=cmd_bench)
@@ -304,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("action", choices=["load"])
     fe.add_argument("--bundle", required=True, help="bundle whose feature tables to load")
     fe.add_argument("--storage", required=True, help="feature storage URL, e.g. redis://host:6379/0")
+    fe.add_argument("--stream", default=os.environ.get("RECSYS_STREAM", "file://recsys-data/events"),
+                    help="event stream URL: forgotten users (its registry) are left out of the load")
     fe.set_defaults(func=cmd_features)
 
     tu = sub.add_parser("tune", help="Ray Tune search over retrieval and ranker hyperparameters")
@@ -318,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_event_commands(sub)
     add_experiment_commands(sub)
     add_simulate_command(sub)
+    add_user_commands(sub)
     return p
 
 

@@ -108,14 +108,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_events_export(args: argparse.Namespace) -> int:
     from recsys.events.export import export_events
+    from recsys.forget import open_tombstones
     from recsys.stream import open_stream
 
     stream = open_stream(args.stream)
     try:
+        with open_tombstones(args.stream) as registry:  # forgotten users' events stay out of training data
+            forgotten = registry.forgotten()
         with Progress(console=console) as progress:
             task = progress.add_task("exporting", total=stream.length() or None)
             summary = export_events(stream, Path(args.out), after=args.after,
-                                    progress=lambda n: progress.advance(task, n))
+                                    progress=lambda n: progress.advance(task, n), forgotten=forgotten)
     finally:
         stream.close()
     console.print(f"{args.out}: {summary.interactions:,} interactions, {summary.items:,} items, {summary.users:,} "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
 
 import grpc
 
+from recsys.rpc.retry import PUBLIC_SERVICES, retry_options
+from recsys.rpc.tls import ClientTLS
 from recsys.v1 import feedback_pb2 as fpb
 from recsys.v1 import feedback_pb2_grpc as fpb_grpc
 from recsys.v1 import recommender_pb2 as pb
@@ -18,19 +21,27 @@ WARMUP_METADATA = ("x-recsys-warmup", "1")
 
 
 class RecommenderClient:
-    def __init__(self, target: str):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, *, tls: ClientTLS | None = None, token: str | None = None):
+        """`tls` (default: RECSYS_CLIENT_CA, _CERT, _KEY from the environment; none: plaintext) and the bearer
+        `token` (default: RECSYS_CLIENT_TOKEN) are how the ranker knows its caller (docs/operations.md)."""
+        tls = tls or ClientTLS.from_env()
+        # Retries of UNAVAILABLE under a retry budget (recsys/rpc/retry.py): Send is idempotent by event id.
+        options = retry_options(PUBLIC_SERVICES)
+        self.channel = (grpc.secure_channel(target, tls.credentials(), options=options) if tls
+                        else grpc.insecure_channel(target, options=options))
+        token = os.environ.get("RECSYS_CLIENT_TOKEN", "") if token is None else token
+        self.auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.feedback = fpb_grpc.FeedbackStub(self.channel)
 
     def recommend(self, user_id: str, k: int = 10, *, timeout: float = 5.0, warmup: bool = False,
                   **fields) -> pb.RecommendResponse:
-        metadata = (WARMUP_METADATA,) if warmup else None
+        metadata = (*self.auth, WARMUP_METADATA) if warmup else self.auth or None
         return self.stub.Recommend(pb.RecommendRequest(user_id=user_id, k=k, **fields), timeout=timeout,
                                    metadata=metadata)
 
     def send(self, events: Sequence[fpb.FeedbackEvent], *, timeout: float = 10.0) -> fpb.SendResponse:
-        return self.feedback.Send(fpb.SendRequest(events=events), timeout=timeout)
+        return self.feedback.Send(fpb.SendRequest(events=events), timeout=timeout, metadata=self.auth or None)
 
     def close(self) -> None:
         self.channel.close()

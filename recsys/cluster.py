@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.rpc.tls import TLSFiles
+
 
 def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it when the starting process dies, so services
@@ -35,10 +37,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(address: str, timeout: float, proc: subprocess.Popen | None = None, name: str = "") -> None:
-    """Poll grpc.health.v1 until SERVING; fail fast if the process exits."""
+def wait_healthy(address: str, timeout: float, proc: subprocess.Popen | None = None, name: str = "",
+                 tls: TLSFiles | None = None) -> None:
+    """Poll grpc.health.v1 until SERVING (over mutual TLS with `tls`); fail fast if the process exits."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with (grpc.insecure_channel(address) if tls is None else grpc.secure_channel(address, tls_credentials(tls))) \
+            as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and proc.poll() is not None:
@@ -95,6 +99,7 @@ class Cluster:
 
     services: dict[str, Service] = field(default_factory=dict)
     log_dir: Path | None = None
+    tls: dict[str, TLSFiles] = field(default_factory=dict)  # each service's certificate; empty: plaintext
 
     @property
     def target(self) -> str:
@@ -138,14 +143,37 @@ class Cluster:
         self.stop()
 
 
+SERVICES = ("feature_svc", "candidate_svc", "ranker_svc")
+
+
+def _per_service(tls: TLSFiles | dict[str, TLSFiles] | None) -> dict[str, TLSFiles]:
+    if tls is None:
+        return {}
+    return dict(tls) if isinstance(tls, dict) else {name: tls for name in SERVICES}
+
+
+def _security_flags(tls: TLSFiles | None) -> list[str]:
+    return ["--plaintext"] if tls is None else ["--tls-cert", tls.cert, "--tls-key", tls.key, "--tls-ca", tls.ca]
+
+
+def tls_credentials(tls: TLSFiles) -> grpc.ChannelCredentials:
+    """Client credentials presenting `tls`'s certificate and trusting its CA."""
+    cert, key, ca = tls.read()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, registry: Path | None = None,
                   reload_interval: float = 30.0, feature_port: int = 0, candidate_port: int = 0,
                   metrics: bool = True, storage: str = "embedded://", index: str = "exact",
                   extra: dict[str, list[str]] | None = None, timeout: float = 120.0,
-                  log_dir: Path | None = None, stream: str | None = None) -> Cluster:
+                  log_dir: Path | None = None, stream: str | None = None,
+                  env: dict[str, str] | None = None, tls: TLSFiles | dict[str, TLSFiles] | None = None) -> Cluster:
     """Start feature_svc, candidate_svc and ranker_svc (Recommend on `port`; 0 = any free port), serving
     `bundle` (one or several versions), or the champion of `registry` with hot swaps on promotion.
     All three share the event stream `stream` (default: a fresh embedded log in the log directory).
+    `env` adds environment variables for the three (e.g. the OTEL_* variables of tracing).
+    `tls`: the certificate of every service, or one per service (mutual TLS, recsys/rpc/tls.py); without
+    it the services run with the explicit `--plaintext`, as a local run must.
 
     The services are stopped by Linux when the *thread* that started them exits, so call this from a
     thread that outlives the cluster (normally the main thread)."""
@@ -156,7 +184,7 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
     stream = stream or f"file://{(log_dir / 'events').resolve()}"
-    cluster = Cluster(log_dir=log_dir)
+    cluster = Cluster(log_dir=log_dir, tls=_per_service(tls))
     ports = {"feature_svc": feature_port or free_port(), "candidate_svc": candidate_port or free_port(),
              "ranker_svc": port or free_port()}
     if registry is not None:
@@ -172,18 +200,19 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
                        "--candidate-addr", f"127.0.0.1:{ports['candidate_svc']}", "--stream", stream],
     }
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"),
-               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")) | (env or {})
     try:
         for name in ("feature_svc", "candidate_svc", "ranker_svc"):
             mport = free_port() if metrics else 0
             log_path = log_dir / f"{name}.log"
             cmd = [sys.executable, "-m", name, "--host", "127.0.0.1", "--port", str(ports[name]),
-                   "--metrics-port", str(mport), *args[name], *extra.get(name, [])]
+                   "--metrics-port", str(mport), *args[name], *_security_flags(cluster.tls.get(name)),
+                   *extra.get(name, [])]
             log_path.write_bytes(b"")
             cluster.services[name] = Service(name, ports[name], mport, _spawn(cmd, env, log_path), log_path, cmd, env)
         for svc in cluster.services.values():
             try:
-                wait_healthy(svc.address, timeout, svc.proc, svc.name)
+                wait_healthy(svc.address, timeout, svc.proc, svc.name, cluster.tls.get(svc.name))
             except (RuntimeError, TimeoutError) as exc:
                 raise RuntimeError(f"{exc}\n--- {svc.name} log ---\n{svc.log_tail()}") from exc
     except BaseException:

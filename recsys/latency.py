@@ -23,16 +23,20 @@ def summarize(latencies_s: Sequence[float]) -> dict[str, float]:
             "max_ms": float(ms.max())}
 
 
-def sequential(target: str, users: Sequence[str], k: int = 10, timeout: float = 5.0) -> tuple[list[float], int]:
-    """One client, one call at a time. Returns latencies (s) and the number of failed calls."""
+def sequential(target: str, users: Sequence[str], k: int = 10, timeout: float = 5.0,
+               credentials: grpc.ChannelCredentials | None = None,
+               metadata: Sequence[tuple[str, str]] | None = None) -> tuple[list[float], int]:
+    """One client, one call at a time (over TLS with `credentials`). Returns latencies (s) and the number of
+    failed calls."""
     lat, errors = [], 0
-    with grpc.insecure_channel(target) as channel:
+    with (grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)) \
+            as channel:
         stub = pb_grpc.RecommenderStub(channel)
-        stub.Recommend(pb.RecommendRequest(user_id=users[0], k=k), timeout=timeout)  # warm the connection
+        stub.Recommend(pb.RecommendRequest(user_id=users[0], k=k), timeout=timeout, metadata=metadata)  # warm-up
         for u in users:
             t0 = time.perf_counter()
             try:
-                stub.Recommend(pb.RecommendRequest(user_id=u, k=k), timeout=timeout)
+                stub.Recommend(pb.RecommendRequest(user_id=u, k=k), timeout=timeout, metadata=metadata)
                 lat.append(time.perf_counter() - t0)
             except grpc.RpcError:
                 errors += 1

@@ -21,6 +21,11 @@ GRPC_HANDLED = Counter(
 GRPC_LATENCY = Histogram(
     "grpc_server_handling_seconds", "Time to handle an RPC on the server.",
     ["grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS)
+GRPC_REJECTED = Counter(
+    "recsys_grpc_server_rejected_total",
+    "Calls refused before their handler ran (also in grpc_server_handled_total), by reason: overloaded "
+    "(max_in_flight, RESOURCE_EXHAUSTED), deadline (passed while queued), too_large (max_message_bytes) or "
+    "undecodable (not a valid request message, INVALID_ARGUMENT).", ["grpc_service", "grpc_method", "reason"])
 
 STAGE_LATENCY = Histogram(
     "recsys_stage_duration_seconds", "Time spent in each stage of the Recommend pipeline.",
@@ -134,6 +139,18 @@ CACHE_REQUESTS = Counter(
     ["result"])
 CACHE_INVALIDATIONS = Counter(
     "recsys_cache_invalidations_total", "Cached lists dropped because the user interacted N times since.")
+# Transport security and caller authorization (recsys/rpc/tls.py, recsys/rpc/auth.py).
+AUTH_DENIED = Counter(
+    "recsys_auth_denied_total",
+    "Calls refused by caller authentication or authorization, by reason (unauthenticated, method, privilege, "
+    "rate_limited, peer) and caller name (empty when the caller is unknown).", ["reason", "caller"])
+SECURITY_RELOADS = Counter(
+    "recsys_security_reloads_total",
+    "Re-reads of changed security files (server_tls, client_tls, callers): ok, or rejected (the previous ones "
+    "stay in use).", ["what", "result"])
+TLS_CERT_EXPIRY = Gauge(
+    "recsys_tls_certificate_expiry_timestamp_seconds",
+    "When the certificate in use expires (unix time), as server and as client.", ["side"])
 
 
 _served: dict[tuple[str, str], str] = {}
@@ -151,6 +168,7 @@ def mark_serving(component: str, version: str, role: str, created: float) -> Non
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
-    """Serve /metrics on `port` (0 disables). Process metrics come from the default registry."""
+    """Serve /metrics on `port` (0 disables) at the service's own bind address (setting `host`, so
+    `--host 127.0.0.1` keeps metrics on loopback too). Process metrics come from the default registry."""
     if port:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        start_http_server(port, addr=host.strip("[]") or "0.0.0.0", registry=REGISTRY)

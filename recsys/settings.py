@@ -35,6 +35,8 @@ _DEFS = [
     Setting("port", 0, "gRPC port (ranker 50051, candidate 50052, feature 50053)", ALL, (0, 65535)),
     Setting("metrics_port", 0, "Prometheus /metrics port, 0 = off (ranker 9101, candidate 9102, feature 9103)",
             ALL, (0, 65535)),
+    Setting("log_format", "text", "log lines: text, or json (one object per line with request_id and trace_id; "
+            "the Kubernetes manifests set json)", ALL),
     Setting("bundle", None, "model bundle directory; repeat to hold several versions (the first is the default)",
             ALL, factory=list),
     Setting("registry", "", "model registry directory: hold its champion and live versions, follow changes "
@@ -46,6 +48,24 @@ _DEFS = [
     Setting("load_bundle", True, "load the bundle's tables into the store at start (off: a Redis store filled "
             "by `recsys features load`)", F),
     Setting("max_batch", 10_000, "largest id batch accepted in one call", F, (1, 10_000_000)),
+    # Bounded work per call and overload (docs/operations.md, "Limits"; recsys/rpc/admission.py, limits.py).
+    Setting("max_message_bytes", 4 * 1024 * 1024, "largest request body accepted (RESOURCE_EXHAUSTED beyond it; "
+            "the transport refuses twice this outright) and largest answer built", ALL, (1024, 1 << 30)),
+    Setting("max_in_flight", 64, "calls handled at once; beyond it a call is refused at once with "
+            "RESOURCE_EXHAUSTED instead of queued (0 = unbounded; health checks always answer)", ALL,
+            (0, 1_000_000)),
+    Setting("max_id_len", 512, "longest id in a request (user, item, model version; Send: user and item ids)",
+            ALL, (1, 1_000_000)),
+    Setting("max_map_entries", 100, "most entries in a request's map (user_attributes, context.extra, force_arms, "
+            "source_quotas, an event's attributes)", C + R, (0, 1_000_000)),
+    Setting("max_map_key_len", 100, "longest key of such a map entry", C + R, (1, 1_000_000)),
+    Setting("max_map_value_len", 1000, "longest value of such a map entry (and context.surface, context.device)",
+            C + R, (1, 10_000_000)),
+    Setting("max_request_exclude", 10_000, "most exclude_item_ids in one Recommend", R, (0, 10_000_000)),
+    Setting("max_event_id_len", 256, "longest event_id in Feedback/Send", R, (1, 1_000_000)),
+    Setting("max_title_len", 1000, "longest item title in an item upsert", R, (0, 10_000_000)),
+    Setting("max_categories", 100, "most categories of an item upsert", R, (0, 1_000_000)),
+    Setting("max_category_len", 200, "longest category name of an item upsert", R, (1, 1_000_000)),
     Setting("index", "exact", "FAISS index: exact, hnsw or ivf", C),
     Setting("n_candidates", N_CANDIDATES, "candidates retrieved per request (candidate_svc: when the request "
             "asks for 0)", C + R, (1, 100_000)),
@@ -91,6 +111,26 @@ _DEFS = [
             "when a dependency is down (0 = popular items only)", R, (0, 10_000_000)),
     Setting("experiments_reload_s", 5.0, "how often the experiments file is checked for changes", R,
             (0.1, 3600)),
+    # Transport security and caller authorization (docs/operations.md, "Security"; recsys/rpc/tls.py, auth.py).
+    Setting("plaintext", False, "serve and call without TLS; only for local runs (`recsys up`, `make demo` and the "
+            "tests set it); otherwise tls_cert, tls_key and tls_ca are required", ALL),
+    Setting("tls_cert", "", "PEM certificate chain this service presents, as server and as client of its "
+            "dependencies; re-read when it changes", ALL),
+    Setting("tls_key", "", "PEM private key of tls_cert", ALL),
+    Setting("tls_ca", "", "PEM CA bundle that callers' client certificates and the dependencies' server "
+            "certificates must chain to", ALL),
+    Setting("tls_client_auth", "require", "require: every caller presents a client certificate signed by tls_ca "
+            "(mutual TLS); none: server TLS only, no client certificate is asked for (the ranker, when callers "
+            "prove who they are by bearer token only)", ALL),
+    Setting("tls_peers", None, "client certificate names (SAN or CN) allowed to call this service; empty = any "
+            "certificate tls_ca signed", F + C, factory=list),
+    Setting("tls_reload_s", 10.0, "how often the ranker checks its certificate files for its calls to the "
+            "dependencies (servers re-check them at each new connection)", R, (0.05, 3600)),
+    Setting("health_port", 0, "a plaintext port serving only grpc.health.v1, for probes that cannot speak TLS "
+            "(kubelet's gRPC probes); 0 = off", ALL, (0, 65535)),
+    Setting("callers", "", "callers file: who may call (bearer token digests, client certificate names), which "
+            "methods, privileges and rate limits; empty = caller authentication off", R),
+    Setting("callers_reload_s", 5.0, "how often the callers file is checked for changes", R, (0.05, 3600)),
 ]
 CATALOG: dict[str, Setting] = {s.name: s for s in _DEFS}
 RANGES = {s.name: s.range for s in _DEFS if s.range is not None}

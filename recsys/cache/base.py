@@ -88,6 +88,11 @@ class ListCache(abc.ABC):
         """Drop every list of the user, including any being computed now (their put will not store)."""
 
     @abc.abstractmethod
+    def forget(self, user_id: str) -> int:
+        """Erase everything kept for the user (Users/Forget): every list, the noted items and event ids, the
+        generation; a list being computed now is not stored either. Returns how many lists were erased."""
+
+    @abc.abstractmethod
     def ping(self) -> bool:
         """Whether the backend answers now; never raises (for health checks)."""
 

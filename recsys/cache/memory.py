@@ -148,6 +148,18 @@ class MemoryListCache(ListCache):
             # max_new makes them all invalid; the entries are deleted when next read (or by the LRU).
             state.generation += self.max_new
 
+    def forget(self, user_id: str) -> int:
+        check_user(user_id)
+        with self._lock:
+            keys = [key for key in self._entries if key[0] == user_id]  # O(entries): forgets are rare
+            for key in keys:
+                del self._entries[key]
+            state = self._users.pop(user_id, None)
+            # As for an evicted state: the floor rises past the user's generation, so no computation that
+            # started before (it read a generation <= this one) can store its list.
+            self._epoch = max(self._epoch, (state.generation if state is not None else self._epoch) + self.max_new)
+        return len(keys)
+
     def ping(self) -> bool:
         return True
 

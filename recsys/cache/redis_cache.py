@@ -118,6 +118,12 @@ return 1
 """
 
 
+# KEYS: gen, noted, events. Without the generation key no put of a computation started earlier stores.
+_FORGET_LUA = """
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+"""
+
+
 class RedisListCache(ListCache):
     """redis://host:port/db?prefix=recsys:cache&timeout=0.2&connect_timeout=0.2 (also rediss://, unix://).
 
@@ -150,6 +156,7 @@ class RedisListCache(ListCache):
         self._put = self._client.register_script(_PUT_LUA)
         self._note = self._client.register_script(_NOTE_LUA)
         self._invalidate = self._client.register_script(_INVALIDATE_LUA)
+        self._forget = self._client.register_script(_FORGET_LUA)
 
     def __repr__(self) -> str:
         return f"RedisListCache({self._safe_url!r}, prefix={self.prefix!r}, ttl_s={self.ttl_s}, max_new={self.max_new})"
@@ -202,6 +209,13 @@ class RedisListCache(ListCache):
         with self._errors("invalidate"):
             self._invalidate(keys=[f"{u}g"], args=[self.max_new, self._state_ttl_ms])
 
+    def forget(self, user_id: str) -> int:
+        u = self._user(user_id)
+        with self._errors("forget"):
+            self._forget(keys=[f"{u}g", f"{u}n", f"{u}e"])  # first: in-flight puts now fail
+            lists = list(self._client.scan_iter(match=_glob_escape(u) + "l:*", count=1000))
+            return int(self._client.unlink(*lists)) if lists else 0
+
     def ping(self) -> bool:
         return ping(self._client)
 
@@ -230,6 +244,11 @@ def _decode(value: bytes, where: str) -> CachedList:
         return CachedList(json.loads(rest[:n_items]), rest[n_items:], int(generation), float(stored_at))
     except (ValueError, UnicodeDecodeError) as e:  # not written by this version
         raise CacheUnavailable(f"Redis cache at {where}: unreadable entry: {e}") from e
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by SCAN MATCH (user ids may hold *, ?, [ or \\)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:

@@ -2,6 +2,9 @@
 
 Interactions carry their event id into `record_events` (a redelivered one is skipped by the store,
 atomically with its effect); upserts are idempotent by nature. Exposures are not features: skipped.
+A forget record (Users/Forget) erases the user at its place in the stream; interactions and upserts of a
+forgotten user accepted before their forget are skipped (`forgotten`, from the registry and the forget
+records seen), so a replay never brings them back even if an entry escaped the stream's redaction.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys.events.codec import decode
+from recsys.forget import Forgotten
 from recsys.metrics import EVENT_VISIBLE
 from recsys.storage import Event, FeatureStorage, ItemRecord
 
@@ -30,18 +34,27 @@ def new_item_values(names: Sequence[str], timestamp_s: float) -> np.ndarray:
 class FeatureApplier:
     """Applies batches of stream entries to one storage; the handler of a ConsumerLoop."""
 
-    def __init__(self, storage: FeatureStorage, group: str):
+    def __init__(self, storage: FeatureStorage, group: str, forgotten: Forgotten | None = None):
         self.storage = storage
         self.group = group
+        self.forgotten = forgotten if forgotten is not None else Forgotten()
 
     def __call__(self, entries: Sequence) -> None:
         records = [decode(e.data) for e in entries]
         events: list[Event] = []
         for rec in records:
+            if rec.WhichOneof("kind") == "forget":
+                self._flush(events)  # what came before the forget is erased with the rest
+                self.storage.forget_users([rec.forget.user_id])
+                self.forgotten.add(rec.forget.user_id, rec.accepted_at_ms)
+                continue
             if rec.WhichOneof("kind") != "event":
                 continue
             ev = rec.event
             kind = ev.WhichOneof("kind")
+            user = ev.interaction.user_id if kind == "interaction" else ev.user.user_id if kind == "user" else ""
+            if user and self.forgotten and self.forgotten.hides(user, rec.accepted_at_ms):
+                continue
             if kind == "interaction":
                 it = ev.interaction
                 events.append(Event(it.user_id, it.item_id, it.type, it.value if it.HasField("value") else 1.0,

@@ -28,6 +28,16 @@ class Limits:
     max_future_s: float = 300.0        # clock skew tolerated for event timestamps
     min_timestamp_s: float = 946_684_800.0  # 2000-01-01: earlier is a unit mistake (ms sent as s, or 0)
 
+    @classmethod
+    def of(cls, settings: object) -> Limits:
+        """From ranker_svc's settings (max_send_batch, max_id_len, max_map_*, max_title_len, ...)."""
+        d = cls()
+        names = {"max_batch": "max_send_batch", "max_event_id": "max_event_id_len", "max_id": "max_id_len",
+                 "max_title": "max_title_len", "max_categories": "max_categories", "max_category": "max_category_len",
+                 "max_attributes": "max_map_entries", "max_attribute_key": "max_map_key_len",
+                 "max_attribute_value": "max_map_value_len"}
+        return cls(**{field: getattr(settings, name, getattr(d, field)) for field, name in names.items()})
+
 
 def _id(value: str, field: str, limit: int) -> str | None:
     if not value:
@@ -55,6 +65,8 @@ def validate_event(ev: pb.FeedbackEvent, index: int, lim: Limits, now: float | N
     if problem:
         return problem
     if ev.HasField("timestamp"):
+        if not 0 <= ev.timestamp.nanos <= 999_999_999:
+            return f"{at}.timestamp.nanos must be between 0 and 999999999, got {ev.timestamp.nanos}"
         ts = ev.timestamp.seconds + ev.timestamp.nanos / 1e9
         now = time.time() if now is None else now
         if ts > now + lim.max_future_s:

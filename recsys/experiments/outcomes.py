@@ -122,6 +122,21 @@ class OutcomeJoin:
             self._n_parked -= len(oldest)
             self._dropped["unmatched"] += len(oldest)
 
+    def forget(self, user_id: str) -> int:
+        """Users/Forget: drop the user's held exposures and parked interactions (counts already made stay:
+        they are per arm, not per user); returns how many exposures went."""
+        shown = [rid for rid, s in self._shown.items() if s.user == user_id]
+        for rid in shown:
+            del self._shown[rid]
+        for rid in list(self._parked):
+            kept = [p for p in self._parked[rid] if p[2] != user_id]
+            self._n_parked -= len(self._parked[rid]) - len(kept)
+            if kept:
+                self._parked[rid] = kept
+            else:
+                del self._parked[rid]
+        return len(shown)
+
     def drain(self) -> tuple[Counts, dict[str, int]]:
         """The counts since the last drain, {(experiment, arm, kind): n} with kind in KINDS, and the
         losses {reason: n} with reason in DROP_REASONS; both start over."""

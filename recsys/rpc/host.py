@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from recsys.metrics import MODEL_RELOADS
 from recsys.registry import Registry
+from recsys.rpc.admission import ServerLimits
+from recsys.rpc.security import Security
 from recsys.rpc.server import Server
 from recsys.rpc.versions import LiveVersions
 from recsys.storage.base import StorageError
@@ -55,9 +57,10 @@ class VersionsServicer(versions_pb2_grpc.ModelVersionsServicer):
 
 
 class ServiceHost:
-    def __init__(self, name: str, host: str, port: int, metrics_port: int):
+    def __init__(self, name: str, host: str, port: int, metrics_port: int, security: Security | None = None,
+                 limits: ServerLimits | None = None):
         self.name = name
-        self.server = Server(host, port, metrics_port)
+        self.server = Server(host, port, metrics_port, security, limits)
         self._tasks: list[asyncio.Task] = []
 
     def add(self, register: Callable[[object, Any], None], servicer: object, service_name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -9,6 +10,10 @@ import numpy as np
 from grpc import aio
 
 from recsys.pipeline.types import CandidateList, ItemView, UserView
+from recsys.rpc.request_id import outgoing_metadata
+from recsys.rpc.retry import INTERNAL_SERVICES, retry_options
+from recsys.rpc.tls import ChannelCertificates
+from recsys.rpc.tracing import client_interceptors
 from recsys.v1 import (
     candidates_pb2,
     candidates_pb2_grpc,
@@ -21,7 +26,8 @@ from recsys.v1 import (
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.enable_retries", 1),
+    # Retry UNAVAILABLE within each call's deadline, under a retry budget (recsys/rpc/retry.py).
+    *retry_options(INTERNAL_SERVICES),
     # With a headless Service (`dns:///name:port`) spread calls over every resolved pod.
     ("grpc.lb_policy_name", "round_robin"),
     # Reconnect quickly after a dependency restarts: gRPC's default backoff (1 s growing to 120 s) kept
@@ -42,8 +48,10 @@ class DependencyError(Exception):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
         elif code == grpc.StatusCode.FAILED_PRECONDITION:  # the dependency does not hold the version
             self.code = grpc.StatusCode.FAILED_PRECONDITION
-        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            self.code = grpc.StatusCode.UNAVAILABLE
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            self.code = grpc.StatusCode.UNAVAILABLE  # RESOURCE_EXHAUSTED: the dependency shed the call
+        elif code == grpc.StatusCode.INVALID_ARGUMENT:  # a request part beyond the dependency's own limits
+            self.code = grpc.StatusCode.INVALID_ARGUMENT
         else:
             self.code = grpc.StatusCode.INTERNAL
         super().__init__(f"{service} at {address}: {code.name}: {exc.details()}")
@@ -52,13 +60,31 @@ class DependencyError(Exception):
 class Channels:
     """Long-lived channels to the two dependencies, shared by all requests."""
 
-    def __init__(self, feature_addr: str, candidate_addr: str):
+    def __init__(self, feature_addr: str, candidate_addr: str, tls: ChannelCertificates | None = None):
         self.feature_addr = feature_addr
         self.candidate_addr = candidate_addr
-        self._fch = aio.insecure_channel(feature_addr, options=CHANNEL_OPTIONS)
-        self._cch = aio.insecure_channel(candidate_addr, options=CHANNEL_OPTIONS)
+        self.tls = tls  # mutual TLS with the service's own certificate; None: plaintext
+        self._connect()
+        # New certificate files (a rotated Secret): new channels for new calls (recsys/rpc/tls.py).
+        self._tls_task = asyncio.get_running_loop().create_task(tls.follow(self._reconnect)) if tls else None
+
+    def _channel(self, address: str) -> aio.Channel:
+        if self.tls is None:
+            return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
+        return aio.secure_channel(address, self.tls.credentials, options=CHANNEL_OPTIONS,
+                                  interceptors=client_interceptors())
+
+    def _connect(self) -> None:
+        self._fch = self._channel(self.feature_addr)
+        self._cch = self._channel(self.candidate_addr)
         self.features = features_pb2_grpc.FeatureStoreStub(self._fch)
         self.candidates = candidates_pb2_grpc.CandidateRetrieverStub(self._cch)
+
+    async def _reconnect(self) -> None:
+        """Calls in flight finish on the old channels (closed after them, 30 s at most)."""
+        old = (self._fch, self._cch)
+        self._connect()
+        await asyncio.gather(*(ch.close(grace=30.0) for ch in old))
 
     async def hold(self, version: str) -> bool:
         """Whether both dependencies hold `version` now (a new champion becomes the ranker's default only
@@ -74,6 +100,8 @@ class Channels:
         return True
 
     async def close(self) -> None:
+        if self._tls_task is not None:
+            self._tls_task.cancel()
         await self._fch.close()
         await self._cch.close()
 
@@ -88,7 +116,7 @@ class RemoteFeatureSource:
             resp = await self.ch.features.GetUserFeatures(
                 features_pb2.GetUserFeaturesRequest(user_ids=[user_id], history_limit=history_limit,
                                                     model_version=version),
-                timeout=self.timeout())
+                timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         u = resp.users[0]
@@ -99,7 +127,8 @@ class RemoteFeatureSource:
     async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]:
         try:
             resp = await self.ch.features.GetItemFeatures(
-                features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version), timeout=self.timeout())
+                features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version), timeout=self.timeout(),
+                metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         names = list(resp.feature_names)
@@ -124,7 +153,7 @@ class RemoteCandidateSource:
                                              user_attributes=attributes, include_seen=include_seen,
                                              model_version=version, source_quotas=quotas or {})
         try:
-            resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout())
+            resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("candidate_svc", self.ch.candidate_addr, exc) from exc
         names = list(resp.score_names)

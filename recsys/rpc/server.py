@@ -18,15 +18,20 @@ from grpc_reflection.v1alpha import reflection
 from threadpoolctl import threadpool_limits
 
 from recsys.metrics import start_metrics_server
+from recsys.rpc.admission import ServerLimits
 from recsys.rpc.interceptor import MetricsInterceptor
+from recsys.rpc.logs import configure_logging
+from recsys.rpc.request_id import RequestIdInterceptor
+from recsys.rpc.security import Security
+from recsys.rpc.tracing import TracingConfigError, configure_from_env, server_interceptors
+from recsys.rpc.tracing import shutdown as shutdown_tracing
 
 log = logging.getLogger(__name__)
 
 LIVENESS = "liveness"  # health service name for liveness probes: up as long as the event loop runs
 
+# Message size ceilings come from the server's limits (recsys/rpc/admission.py, `max_message_bytes`).
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     # Close long-lived client connections now and then (gracefully), so callers re-resolve and spread over
@@ -39,10 +44,19 @@ SERVER_OPTIONS = [
 class Server:
     """One gRPC server: register servicers, then `serve()` until a signal (or `stop()`)."""
 
-    def __init__(self, host: str, port: int, metrics_port: int = 0):
-        self.server = aio.server(interceptors=[MetricsInterceptor()], options=SERVER_OPTIONS)
+    def __init__(self, host: str, port: int, metrics_port: int = 0, security: Security | None = None,
+                 limits: ServerLimits | None = None):
+        # TLS, the health-only plaintext port and the caller checks (recsys/rpc/auth.py); default plaintext.
+        self.security = security or Security()
+        self._health_server: aio.Server | None = None
+        self.limits = limits or ServerLimits()
+        # Tracing first (when on): its span covers the calls the other interceptors reject.
+        self.server = aio.server(interceptors=[*server_interceptors(), RequestIdInterceptor(),
+                                               MetricsInterceptor(self.limits), *self.security.interceptors],
+                                 options=SERVER_OPTIONS + self.limits.transport_options())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.host = host
         self.address = f"{host}:{port}"
         self.metrics_port = metrics_port
         self.service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -63,11 +77,15 @@ class Server:
 
     async def start(self, serving: bool = True) -> int:
         reflection.enable_server_reflection(self.service_names, self.server)
-        self.port = self.server.add_insecure_port(self.address)
+        credentials = self.security.server_credentials()
+        self.port = (self.server.add_insecure_port(self.address) if credentials is None
+                     else self.server.add_secure_port(self.address, credentials))
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self.address}")
-        start_metrics_server(self.metrics_port)
+        start_metrics_server(self.metrics_port, self.host)
         await self.server.start()
+        await self._start_health_port()
+        self.security.start()
         await self.set_serving(serving)
         log.info("serving %s on port %d (metrics on %s)", ", ".join(self.service_names[2:]), self.port,
                  self.metrics_port or "off")
@@ -88,13 +106,31 @@ class Server:
             await self._stop.wait()
         finally:  # a signal, stop(), or the hosting task cancelled (services hosted in-process)
             await self.set_serving(False)
+            self.security.stop()
+            if self._health_server is not None:
+                await self._health_server.stop(0)
             await self.server.stop(grace)
 
+    async def _start_health_port(self) -> None:
+        """A plaintext port with grpc.health.v1 only (the same statuses): kubelet's gRPC probes cannot speak
+        TLS. It reveals nothing but SERVING / NOT_SERVING."""
+        if not self.security.health_port:
+            return
+        self._health_server = aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        if self._health_server.add_insecure_port(f"{self.host}:{self.security.health_port}") == 0:
+            raise OSError(f"cannot bind the health port {self.host}:{self.security.health_port}")
+        await self._health_server.start()
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run a service's main coroutine; RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's per-request access log."""
-    logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def run(main: Callable[[], Awaitable[None]], service: str = "recsys", log_format: str = "text") -> None:
+    """Run a service's main coroutine, its logs in `log_format` (recsys/rpc/logs.py) and its tracing as the
+    OTEL_* variables say (recsys/rpc/tracing.py); RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's access log."""
+    configure_logging(log_format, os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
+    try:
+        configure_from_env(service)
+    except TracingConfigError as exc:
+        raise SystemExit(f"{service}: {exc}") from exc
     # A request's matrix work is tiny (hundreds of rows): BLAS/OpenMP thread pools only add hand-off
     # latency and contend with the event loop. Scale with processes (replicas), not threads.
     # Background threads (stream consumers applying batches, the exposure writer) hold the GIL in bursts;
@@ -102,4 +138,7 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     sys.setswitchinterval(0.0005)
     with threadpool_limits(1):
         faiss.omp_set_num_threads(1)
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        finally:
+            shutdown_tracing()  # the spans still buffered, after the drain

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from recsys.storage.base import (
     ITEM_INTERACTIONS_FEATURE,
     USER_INTERACTIONS_FEATURE,
+    Erased,
     Event,
     FeatureStorage,
     ItemRecord,
@@ -26,6 +27,7 @@ __all__ = [
     "ITEM_INTERACTIONS_FEATURE",
     "USER_INTERACTIONS_FEATURE",
     "EmbeddedStorage",
+    "Erased",
     "Event",
     "FeatureStorage",
     "ItemRecord",

@@ -92,6 +92,17 @@ class Event:
     event_id: str = ""  # idempotency key: an id already applied is skipped ("" = no check)
 
 
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What forget_users removed: user records (features and attributes) and the history items they held."""
+
+    records: int = 0
+    history_items: int = 0
+
+    def __add__(self, other: Erased) -> Erased:
+        return Erased(self.records + other.records, self.history_items + other.history_items)
+
+
 class FeatureStorage(abc.ABC):
     """An online feature store: bulk-loaded from FeatureTables, read in batches, updated by events.
 
@@ -155,6 +166,13 @@ class FeatureStorage(abc.ABC):
     def upsert_users(self, users: Sequence[tuple[str, dict[str, str]]]) -> int:
         """Create users (zero features, empty history) or merge the given attributes into known ones;
         returns how many were written. Idempotent."""
+
+    @abc.abstractmethod
+    def forget_users(self, user_ids: Sequence[str]) -> Erased:
+        """Erase the users' records: features, history and attributes (Users/Forget); unknown ids are
+        skipped, so repeating it changes nothing. Afterwards get_users answers None for them, and an
+        event or upsert that comes later starts a new user from zero features, as for any new user.
+        """
 
     @abc.abstractmethod
     def last_update(self) -> float:

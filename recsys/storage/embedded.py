@@ -24,6 +24,7 @@ import numpy as np
 from recsys.feature_tables import FeatureTables, gc_paused
 from recsys.storage.base import (
     APPLIED_TTL_S,
+    Erased,
     Event,
     FeatureStorage,
     ItemRecord,
@@ -107,7 +108,7 @@ class _State:
 
     def add_user(self, user_id: str) -> int:
         """Create a user with zero features, doubling the matrix when full (amortised O(1))."""
-        row = len(self.user_index)
+        row = len(self.user_history)  # not len(user_index): a forgotten user's row stays, unindexed
         if row == len(self.user_values):
             grown = np.zeros((2 * len(self.user_values), self.user_values.shape[1]), dtype=np.float32)
             grown[:row] = self.user_values
@@ -265,6 +266,23 @@ class EmbeddedStorage(FeatureStorage):
             if users:
                 self._last_update = time.time()
         return len(users)
+
+    def forget_users(self, user_ids: Sequence[str]) -> Erased:
+        erased = Erased()
+        with self._lock:
+            s = self._state
+            for user_id in dict.fromkeys(user_ids):
+                row = s.user_index.pop(user_id, None)
+                if row is None:
+                    continue
+                # The row is blanked and left unindexed (rows are positions in the matrix; a reload compacts).
+                erased += Erased(1, len(s.user_history[row]))
+                s.user_values[row] = 0.0
+                s.user_history[row] = []
+                s.user_attributes[row] = {}
+            if erased.records:
+                self._last_update = time.time()
+        return erased
 
     def last_update(self) -> float:
         return self._last_update

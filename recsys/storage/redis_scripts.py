@@ -90,3 +90,18 @@ end
 redis.call('SET', KEYS[2], ARGV[2])
 return n
 """
+
+# Erases users (Users/Forget): their packed record and history list in the current generation.
+# KEYS: current, last_update, then (user, history) per user. ARGV: generation, now.
+# Returns {records, history items}, or {-1, 0} if a load switched generations (the client retries).
+FORGET_USERS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
+local records, items = 0, 0
+for k = 3, #KEYS, 2 do
+  items = items + redis.call('LLEN', KEYS[k + 1])
+  records = records + redis.call('EXISTS', KEYS[k])
+  redis.call('DEL', KEYS[k], KEYS[k + 1])
+end
+if records > 0 then redis.call('SET', KEYS[2], ARGV[2]) end
+return {records, items}
+"""

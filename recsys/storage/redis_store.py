@@ -32,6 +32,7 @@ from recsys.feature_tables import FeatureTables
 from recsys.redis_conn import close, connect, ping, redact
 from recsys.storage.base import (
     APPLIED_TTL_S,
+    Erased,
     Event,
     FeatureStorage,
     ItemRecord,
@@ -42,7 +43,7 @@ from recsys.storage.base import (
     check_history_limit,
 )
 from recsys.storage.redis_codec import HEADER, dump_json, glob_escape, is_gen, pack_rows, unpack_many
-from recsys.storage.redis_scripts import RECORD_EVENTS, UPSERT
+from recsys.storage.redis_scripts import FORGET_USERS, RECORD_EVENTS, UPSERT
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class RedisStorage(FeatureStorage):
         self._last_update_key = f"{namespace}:last_update"
         self._record_script = self._client.register_script(RECORD_EVENTS)
         self._upsert_script = self._client.register_script(UPSERT)
+        self._forget_script = self._client.register_script(FORGET_USERS)
         self._view: _View | None = None
 
     def __repr__(self) -> str:
@@ -304,6 +306,20 @@ class RedisStorage(FeatureStorage):
                     return done
                 self._refresh_view()
         raise StorageError(f"Redis at {self._safe_url}: generation kept changing during {what}")
+
+    def forget_users(self, user_ids: Sequence[str]) -> Erased:
+        ids = list(dict.fromkeys(u for u in user_ids if u))
+        with self._errors("forget_users"):
+            for _ in range(_MAX_ATTEMPTS):
+                if (view := self._view or self._refresh_view()) is None:
+                    return Erased()
+                keys = [f"{view.prefix}{tag}:{u}" for u in ids for tag in "uh"]  # record, history per user
+                records, items = self._forget_script(keys=[self._current_key, self._last_update_key, *keys],
+                                                     args=[view.gen, repr(time.time())])
+                if int(records) >= 0:
+                    return Erased(int(records), int(items))
+                self._refresh_view()
+        raise StorageError(f"Redis at {self._safe_url}: generation kept changing during forget_users")
 
     def _create_empty_generation(self) -> _View:
         """First write to a never-loaded store: publish an empty generation (unless another process won)."""

@@ -17,6 +17,7 @@ from recsys.stream.base import (
     Entry,
     EventStream,
     GroupNotFound,
+    Redaction,
     StreamError,
     StreamUnavailable,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Entry",
     "EventStream",
     "GroupNotFound",
+    "Redaction",
     "StreamError",
     "StreamUnavailable",
     "open_stream",

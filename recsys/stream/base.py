@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 DEFAULT_DEDUP_TTL_S = 7 * 86400.0
@@ -31,6 +31,14 @@ class DeadLetter:
     reason: str
     data: bytes
     deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What EventStream.redact erased: retained entries and dead letters."""
+
+    entries: int = 0
+    dead_letters: int = 0
 
 
 class StreamError(RuntimeError):
@@ -132,6 +140,18 @@ class EventStream(abc.ABC):
     @abc.abstractmethod
     def scan(self, after: str | None = None, count: int = 1000) -> list[Entry]:
         """Read-only, no group: up to `count` entries after `after` (None = from the first retained); for export."""
+
+    @abc.abstractmethod
+    def redact(self, select: Callable[[bytes], bytes | None]) -> Redaction:
+        """Erase every retained entry and dead letter for which `select(data)` returns a replacement.
+
+        Entries are examined in stream order, those appended during the call possibly not. A backend
+        deletes an erased entry (Redis) or overwrites it in place with the replacement, which must then be
+        exactly as long as the data (the disk log, whose positions are byte offsets: ValueError otherwise).
+        Either way no consumer, scan or dead-letter listing returns the old data afterwards, positions and
+        the other entries stay as they were, and a pending erased entry is acked (deleted) or delivered as
+        its replacement. For Users/Forget (docs/operations.md); cost: one pass over the retained log.
+        """
 
     @abc.abstractmethod
     def last_id(self) -> str | None:

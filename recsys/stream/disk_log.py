@@ -32,7 +32,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ from recsys.stream.base import (
     Entry,
     EventStream,
     GroupNotFound,
+    Redaction,
     StreamError,
     StreamUnavailable,
     check_name,
@@ -54,6 +55,7 @@ from recsys.stream.segments import MAX_KEY_BYTES, Frame, SegmentLog
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_MAX_BYTES = 16 << 30
 _POLL_S = 0.01
+_REWRITE_BATCH = 1000  # frames rewritten per hold of the append lock: appends wait at most this long
 
 
 @dataclass(slots=True)
@@ -296,6 +298,28 @@ class DiskLogStream(EventStream):
                     break
                 out.append(Entry(_fmt(frame.offset), frame.data, 1))
         return out
+
+    def redact(self, select: Callable[[bytes], bytes | None]) -> Redaction:
+        """In place (positions are byte offsets): each erased frame gets the replacement and a new CRC."""
+        counts = []
+        with self._errors("redact"):
+            for log, dead in ((self._log, False), (self._dead, True)):
+                changes: list[tuple[Frame, bytes]] = []
+                n = 0
+                for frame in log.frames(0, log.snapshot()):
+                    # a dead letter is its JSON head, a newline and the entry's data
+                    head, sep, data = frame.data.partition(b"\n") if dead else (b"", b"", frame.data)
+                    new = select(data)
+                    if new is not None:
+                        if len(new) != len(data):
+                            raise ValueError(f"redact: a replacement must be as long as the entry ({len(data)} "
+                                             f"bytes, got {len(new)})")
+                        changes.append((frame, head + sep + new))
+                    if len(changes) >= _REWRITE_BATCH:
+                        n += log.rewrite(changes)
+                        changes = []
+                counts.append(n + log.rewrite(changes))
+        return Redaction(*counts)
 
     def last_id(self) -> str | None:
         with self._errors("last_id"):

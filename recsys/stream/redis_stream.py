@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -38,6 +38,7 @@ from recsys.stream.base import (
     Entry,
     EventStream,
     GroupNotFound,
+    Redaction,
     StreamError,
     StreamUnavailable,
     check_name,
@@ -324,6 +325,23 @@ class RedisStream(EventStream):
         with self._errors("scan"):
             rows = self._client.xrange(self.key, start, "+", count=count)
         return [Entry(_s(i), f[b"d"], 1) for i, f in rows]
+
+    def redact(self, select: Callable[[bytes], bytes | None]) -> Redaction:
+        """XDEL of the selected entries (a pending one is acked when next delivered or claimed)."""
+        counts = []
+        with self._errors("redact"):
+            for key, field in ((self.key, b"d"), (self._dead_key, b"data")):
+                n, start = 0, "-"
+                while True:
+                    rows = self._client.xrange(key, start, "+", count=1000)
+                    doomed = [raw_id for raw_id, f in rows if field in f and select(f[field]) is not None]
+                    if doomed:
+                        n += int(self._client.xdel(key, *doomed))
+                    if len(rows) < 1000:
+                        break
+                    start = "(" + _s(rows[-1][0])
+                counts.append(n)
+        return Redaction(*counts)
 
     def last_id(self) -> str | None:
         with self._errors("last_id"):

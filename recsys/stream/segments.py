@@ -162,13 +162,27 @@ class SegmentLog:
                     break
             body = buf[i + _LEN_CRC.size:i + HEADER_SIZE + length]
             if zlib.crc32(body) != crc:
-                break
+                reread = self._reread(base, pos, length)  # a redaction may have been mid-write
+                if reread is None:
+                    break
+                body = reread
             k = _META.size + key_len
             batch.append(Frame(base + pos, seq, appended, expires, rest, body[_META.size:k], body[k:], base + end))
             pos = end
             if rest == 0:
                 yield from batch
                 batch = []
+
+    def _reread(self, base: int, pos: int, length: int) -> bytes | None:
+        """The body of the frame at `pos` read under the shared lock, so an in-place rewrite (which holds the
+        exclusive one) is complete; None if it still does not check out (a torn tail, corruption)."""
+        with self.locked(fcntl.LOCK_SH):
+            raw = self._pread(base, HEADER_SIZE + length, pos)
+        if len(raw) < HEADER_SIZE + length:
+            return None
+        length2, crc = _LEN_CRC.unpack_from(raw, 0)
+        body = raw[_LEN_CRC.size:]
+        return body if length2 == length and zlib.crc32(body) == crc else None
 
     def frames(self, start: int, segs: Segments) -> Iterator[Frame]:
         """Visible frames at or after position `start` (a frame boundary or anything before the first)."""
@@ -294,6 +308,43 @@ class SegmentLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def rewrite(self, changes: list[tuple[Frame, bytes]]) -> int:
+        """Overwrite frames' data in place with as many new bytes (redaction): same position, seq and key, a
+        new CRC. Frames trimmed or changed since they were read are skipped; returns how many were written.
+        Holds the exclusive lock from the writes to the fsync (readers that catch a frame mid-write re-read
+        it under the shared lock), and keeps each segment's mtime: retention counts from its newest entry."""
+        for frame, data in changes:
+            if len(data) != len(frame.data):
+                raise ValueError(f"a rewrite must keep the length of entry {frame.offset} ({len(frame.data)} bytes)")
+        written = 0
+        with self.locked(fcntl.LOCK_EX):
+            segs = self.segments()
+            by_segment: dict[int, list[tuple[Frame, bytes]]] = {}
+            for frame, data in changes:
+                i = bisect_right([base for base, _ in segs], frame.offset) - 1
+                if i >= 0:
+                    by_segment.setdefault(segs[i][0], []).append((frame, data))
+            for base, items in by_segment.items():
+                path = self.path(base)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    for frame, data in items:
+                        current = self.read_at(frame.offset, segs)
+                        if current is None or current.data != frame.data:
+                            continue
+                        os.pwrite(fd, encode(frame.seq, frame.appended_at, frame.expires_at, frame.rest,
+                                             frame.key, data), frame.offset - base)
+                        written += 1
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return written
 
     def drop(self, removable: Callable[[int, int, float, int], bool]) -> int:
         """Delete the oldest sealed segments while removable(base, end, mtime, retained_bytes); returns entries."""

@@ -159,7 +159,7 @@ def popularity_ndcg(fold: Fold, users: list[str], k: int = 10) -> float:
 
 def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", parent: str | None = None,
           show_progress: bool = True, version: str | None = None,
-          stream_position: str | None = None) -> BundleMetadata:
+          stream_position: str | None = None, forgotten_through_ms: int = 0) -> BundleMetadata:
     t0 = time.time()
     out = Path(out)
     progress = _progress() if show_progress else None
@@ -231,7 +231,8 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
                                     "ranker_features": names},
             metrics=metrics | (art.content_map.metrics if art.content_map is not None else {})
             | {"train_seconds": round(time.time() - t0, 1)},
-            parent=parent, notes=list(ds.notes) + [f"timings: {timings}"], stream_position=stream_position)
+            parent=parent, notes=list(ds.notes) + [f"timings: {timings}"], stream_position=stream_position,
+            forgotten_through_ms=forgotten_through_ms)
         tmp = staging_dir(out)
         tables.save(tmp / "features")
         art.save(tmp / "retrieval")

@@ -129,6 +129,51 @@ CRD_SCHEMAS = {
                 ["clusterSelector", "entrypoint"])},
             ["schedule", "jobTemplate"])}, ["apiVersion", "kind", "metadata", "spec"]),
 }
+# Security custom resources (docs/operations.md, "Security"): cert-manager and Istio, the fields used here.
+_ISSUER_REF = _obj({"name": {"type": "string", "minLength": 1}, "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                    "group": {"const": "cert-manager.io"}}, ["name"])
+_DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"}
+_PRINCIPALS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+_SELECTOR = _obj({"matchLabels": {**_STR_MAP, "minProperties": 1}}, ["matchLabels"])
+CRD_SCHEMAS.update({
+    ("cert-manager.io/v1", "Certificate"): _obj({
+        "apiVersion": {}, "kind": {}, "metadata": _META,
+        "spec": _obj({
+            "secretName": {"type": "string", "minLength": 1}, "isCA": {"type": "boolean"},
+            "commonName": {"type": "string", "minLength": 1, "maxLength": 64},
+            "dnsNames": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "usages": {"type": "array", "items": {"enum": ["server auth", "client auth", "digital signature",
+                                                            "key encipherment", "cert sign"]}},
+            "duration": _DURATION, "renewBefore": _DURATION,
+            "privateKey": _obj({"algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                                "rotationPolicy": {"enum": ["Never", "Always"]}}),
+            "issuerRef": _ISSUER_REF}, ["secretName", "issuerRef"])}, ["apiVersion", "kind", "metadata", "spec"]),
+    ("cert-manager.io/v1", "Issuer"): _obj({
+        "apiVersion": {}, "kind": {}, "metadata": _META,
+        "spec": {"oneOf": [_obj({"selfSigned": _obj({})}, ["selfSigned"]),
+                           _obj({"ca": _obj({"secretName": {"type": "string", "minLength": 1}}, ["secretName"])},
+                                ["ca"])]}}, ["apiVersion", "kind", "metadata", "spec"]),
+    ("security.istio.io/v1", "PeerAuthentication"): _obj({
+        "apiVersion": {}, "kind": {}, "metadata": _META,
+        "spec": _obj({
+            "selector": _SELECTOR, "mtls": _obj({"mode": {"enum": ["STRICT", "PERMISSIVE", "DISABLE"]}}, ["mode"]),
+            "portLevelMtls": {"type": "object", "propertyNames": {"pattern": "^[0-9]+$"},
+                              "additionalProperties": _obj({"mode": {"enum": ["STRICT", "PERMISSIVE", "DISABLE"]}},
+                                                           ["mode"])}}, ["mtls"])},
+        ["apiVersion", "kind", "metadata", "spec"]),
+    ("security.istio.io/v1", "AuthorizationPolicy"): _obj({
+        "apiVersion": {}, "kind": {}, "metadata": _META,
+        "spec": _obj({
+            "selector": _SELECTOR, "action": {"enum": ["ALLOW", "DENY"]},
+            "rules": {"type": "array", "minItems": 1, "items": _obj({
+                "from": {"type": "array", "items": _obj({"source": _obj({
+                    "principals": _PRINCIPALS, "namespaces": _PRINCIPALS})}, ["source"])},
+                "to": {"type": "array", "items": _obj({"operation": _obj({
+                    "ports": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[0-9]+$"}},
+                    "paths": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^/"}}})},
+                    ["operation"])}})}}, ["selector", "action", "rules"])},
+        ["apiVersion", "kind", "metadata", "spec"]),
+})
 
 
 _VALIDATED: dict[str, list[str]] = {}

@@ -63,7 +63,7 @@ HELM_SCENARIOS = {
     },
     "features-off": {
         "networkPolicy": {"enabled": False}, "metrics": {"podAnnotations": False}, "retrain": {"enabled": False},
-        "tests": {"enabled": False}, "topologySpread": False,
+        "tests": {"enabled": False}, "topologySpread": False, "auth": {"enabled": False},
         "ranker": _NO_AUTOSCALING, "candidate": _NO_AUTOSCALING, "feature": _NO_AUTOSCALING,
     },
     "redis-url-object-store": {
@@ -176,9 +176,11 @@ def test_redis_on_and_off(helm_renders):
         for other in ("ranker", "candidate"):
             other_container = deployment_of(docs, other)["spec"]["template"]["spec"]["containers"][0]
             assert "RECSYS_STORAGE" not in env_of(other_container)
-    secrets = [d for d in helm_renders["redis-url-object-store"] if d["kind"] == "Secret"]
-    assert secrets and secrets[0]["stringData"]["url"] == "redis://redis.data.svc:6379/0"
-    assert not [d for d in helm_renders["prod"] if d["kind"] == "Secret"], "existingSecret must not be re-created"
+    def secrets(docs):  # but the callers file's, the chart's own (tests/deploy/test_security_manifests.py)
+        return [d for d in docs if d["kind"] == "Secret" and not d["metadata"]["name"].endswith("-callers")]
+
+    assert secrets(helm_renders["redis-url-object-store"])[0]["stringData"]["url"] == "redis://redis.data.svc:6379/0"
+    assert not secrets(helm_renders["prod"]), "existingSecret must not be re-created"
 
 
 def test_registry_modes(helm_renders):
@@ -294,8 +296,11 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
             assert ports["grpc"] == GRPC_PORTS[component], name
             assert "metrics" in ports, name
+            # the gRPC port speaks TLS, which kubelet's gRPC probes cannot: they use the plaintext health port
+            health = int(env_of(c)["RECSYS_HEALTH_PORT"]["value"])
+            assert ports["health"] == health, name
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe]["grpc"]["port"] == ports["grpc"], f"{name}: {probe} must be gRPC on the gRPC port"
+                assert c[probe]["grpc"]["port"] == health, f"{name}: {probe} must be gRPC on the health port"
             # readiness follows the overall health ("" = model loaded, not draining); startup and liveness
             # check the process-level `liveness` service, so a pod waiting for its first model is not killed
             assert "service" not in c["readinessProbe"]["grpc"], f"{name}: readiness must check service \"\""

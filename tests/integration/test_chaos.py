@@ -44,6 +44,11 @@ def redis_cluster(small_bundle, small_dataset, tmp_path_factory):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _accepted(load: SteadyLoad) -> set[str]:
+    """A snapshot taken before the stream is read: the load keeps adding ids while it runs."""
+    return set(load.accepted)
+
+
 @pytest.mark.parametrize("name", ["feature_svc", "candidate_svc"])
 def test_a_killed_dependency_degrades_answers_and_they_recover(redis_cluster, name) -> None:
     cluster, load, _, stream = redis_cluster
@@ -51,7 +56,7 @@ def test_a_killed_dependency_degrades_answers_and_they_recover(redis_cluster, na
     print(report.as_dict())
     assert report.failed == 0, report
     assert report.degraded > 0 and report.normal_after_s < 5.0, report
-    assert not load.accepted - stream_event_ids(stream)  # nothing accepted was lost
+    assert not _accepted(load) - stream_event_ids(stream)  # nothing accepted was lost
 
 
 def test_a_redis_restart_loses_no_accepted_event(redis_cluster) -> None:
@@ -61,7 +66,7 @@ def test_a_redis_restart_loses_no_accepted_event(redis_cluster) -> None:
     assert report.failed == 0, report
     assert report.normal_after_s < 5.0, report
     assert report.events_refused > 0  # Send refused what it could not persist while Redis was down ...
-    assert not load.accepted - stream_event_ids(stream)  # ... and lost nothing it accepted
+    assert not _accepted(load) - stream_event_ids(stream)  # ... and lost nothing it accepted
 
 
 def test_a_killed_ranker_fails_only_its_outage_and_loses_nothing(redis_cluster) -> None:
@@ -70,4 +75,32 @@ def test_a_killed_ranker_fails_only_its_outage_and_loses_nothing(redis_cluster) 
     print(report.as_dict())
     assert report.normal_after_s < 5.0, report
     assert set(report.failed_codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}, report
-    assert not load.accepted - stream_event_ids(stream)
+    assert not _accepted(load) - stream_event_ids(stream)
+
+
+def _health(address: str) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+
+
+def test_the_feature_store_reports_not_serving_while_its_redis_is_down(redis_cluster) -> None:
+    import time
+
+    from grpc_health.v1 import health_pb2
+
+    cluster, _, redis, _ = redis_cluster
+    address = cluster.services["feature_svc"].address
+    assert _health(address) == health_pb2.HealthCheckResponse.SERVING
+    _, back = kill_redis(redis["proc"], 0.0, lambda p: redis.update(proc=p))
+    deadline = time.monotonic() + 5
+    while _health(address) != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert time.monotonic() < deadline, "still SERVING with its storage down"
+        time.sleep(0.1)
+    back()
+    deadline = time.monotonic() + 5
+    while _health(address) != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "not SERVING again after its storage came back"
+        time.sleep(0.1)

@@ -86,7 +86,7 @@ def host_in_thread(bundle: Path):
     ports = {"feature": free_port(), "candidate": free_port(), "ranker": free_port()}
     b = [str(bundle)]
     # a fresh event stream of its own: never the working directory's default
-    common = {"host": "127.0.0.1", "metrics_port": 0, "bundle": b,
+    common = {"host": "127.0.0.1", "metrics_port": 0, "bundle": b, "plaintext": True,
               "stream": f"file://{tempfile.mkdtemp(prefix='recsys-stream-')}"}
     ready = threading.Event()
     state: dict = {}

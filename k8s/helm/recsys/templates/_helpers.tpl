@@ -21,11 +21,46 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The three services: module, gRPC port, metrics port. */}}
+{{/* The three services: module, gRPC port, metrics port, health port (plaintext, grpc.health.v1 only: the
+probes' port, since kubelet's gRPC probes cannot speak TLS). */}}
 {{- define "recsys.components" -}}
-ranker: {module: ranker_svc, port: 50051, metricsPort: 9101}
-candidate: {module: candidate_svc, port: 50052, metricsPort: 9102}
-feature: {module: feature_svc, port: 50053, metricsPort: 9103}
+ranker: {module: ranker_svc, port: 50051, metricsPort: 9101, healthPort: 50061}
+candidate: {module: candidate_svc, port: 50052, metricsPort: 9102, healthPort: 50062}
+feature: {module: feature_svc, port: 50053, metricsPort: 9103, healthPort: 50063}
+{{- end -}}
+
+{{/* The Secret with a service's certificate, key and CA: (dict "root" $ "component" "ranker"). */}}
+{{- define "recsys.tlsSecretName" -}}
+{{- default (printf "%s-%s-tls" (include "recsys.fullname" .root) .component) (get .root.Values.tls.secretNames .component) -}}
+{{- end -}}
+
+{{/* The name in the ranker's certificate: the only client feature_svc and candidate_svc accept. */}}
+{{- define "recsys.rankerIdentity" -}}
+{{- default (printf "%s-ranker" (include "recsys.fullname" .)) .Values.tls.rankerIdentity -}}
+{{- end -}}
+
+{{- define "recsys.callersSecretName" -}}
+{{- default (printf "%s-callers" (include "recsys.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The service account of a component's pods: its own under the mesh (the principal its policies name). */}}
+{{- define "recsys.componentServiceAccount" -}}
+{{- if .root.Values.mesh.istio.enabled -}}
+{{- printf "%s-%s" (include "recsys.serviceAccountName" .root) .component -}}
+{{- else -}}
+{{- include "recsys.serviceAccountName" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The callers file the chart renders from auth.callers, plus the helm test's caller when it calls with
+the ranker's certificate (Recommend only). */}}
+{{- define "recsys.callersFile" -}}
+{{- $callers := list -}}
+{{- range .Values.auth.callers }}{{ $callers = append $callers . }}{{ end -}}
+{{- if and .Values.tests.enabled .Values.tls.enabled (not .Values.tests.tokenSecret) -}}
+{{- $callers = append $callers (dict "name" "helm-test" "identity" (include "recsys.rankerIdentity" .) "methods" (list "Recommend")) -}}
+{{- end -}}
+{{- toYaml (dict "callers" $callers) -}}
 {{- end -}}
 
 {{/* Labels on every resource. */}}
