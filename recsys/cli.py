@@ -22,10 +22,14 @@ from recsys.display import load_dataset_or_exit as _load
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.training.config import TrainConfig
+    from recsys.training.config import TrainConfig, TrainConfigError
     from recsys.training.trainer import train
 
-    cfg = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
+    try:
+        cfg = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
+    except TrainConfigError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 2
     if args.seed is not None:
         cfg.seed = args.seed
     t0 = time.time()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,13 +23,24 @@ class InputError(ValueError):
     """A bad line of an events file: the message names the file and line."""
 
 
+def _unix_seconds(value: float) -> float:
+    """A timestamp in unix seconds that a protobuf Timestamp can hold (years 1..9999)."""
+    if not math.isfinite(value) or not -62_135_596_800 <= value <= 253_402_300_799:
+        raise ValueError(f"timestamp must be unix seconds (years 1 to 9999), got {value!r}")
+    return value
+
+
 def _jsonl_events(path: Path) -> Iterator[tuple[int, object]]:
     from google.protobuf import json_format
 
     from recsys.v1 import feedback_pb2 as fpb
 
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{line_no}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -35,34 +48,46 @@ def _jsonl_events(path: Path) -> Iterator[tuple[int, object]]:
                 if not isinstance(obj, dict):
                     raise ValueError("each line must be a JSON object")
                 ts = obj.get("timestamp")
-                if isinstance(ts, (int, float)):  # unix seconds, beside the RFC 3339 strings of the proto mapping
+                seconds = isinstance(ts, int | float) and not isinstance(ts, bool)
+                if seconds:  # unix seconds, beside the RFC 3339 strings of the proto mapping
                     obj = {k: v for k, v in obj.items() if k != "timestamp"}
                 ev = json_format.ParseDict(obj, fpb.FeedbackEvent())
-                if isinstance(ts, (int, float)):
-                    ev.timestamp.FromNanoseconds(int(ts * 1e9))
-            except (ValueError, json_format.ParseError) as exc:
-                raise InputError(f"{path}:{line_no}: {exc}") from exc
+                if seconds:
+                    ev.timestamp.FromNanoseconds(int(_unix_seconds(ts) * 1e9))
+            except (ValueError, TypeError, OverflowError, RecursionError, json_format.ParseError) as exc:
+                raise InputError(f"{path}:{line_no}: {exc or type(exc).__name__}") from None
             yield line_no, ev
 
 
 def _csv_events(path: Path) -> Iterator[tuple[int, object]]:
     from recsys.client import interaction
 
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"event_id", "user_id", "item_id", "type"} - set(reader.fieldnames or [])
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = reader.fieldnames or []
+        missing = {"event_id", "user_id", "item_id", "type"} - set(columns)
         if missing:
             raise InputError(f"{path}:1: missing column(s) {', '.join(sorted(missing))} "
                              f"(columns: {', '.join(CSV_COLUMNS)})")
         for row in reader:
             line_no = reader.line_num
+            if None in row or None in row.values():
+                raise InputError(f"{path}:{line_no}: expected {len(columns)} fields ({','.join(columns)})")
             try:
                 value = float(row["value"]) if row.get("value") else None
-                ts = float(row["timestamp"]) if row.get("timestamp") else None
+                ts = _unix_seconds(float(row["timestamp"])) if row.get("timestamp") else None
             except ValueError as exc:
-                raise InputError(f"{path}:{line_no}: {exc}") from exc
+                raise InputError(f"{path}:{line_no}: {exc}") from None
             yield line_no, interaction(row["user_id"], row["item_id"], row["type"], event_id=row["event_id"],
                                        value=value, request_id=row.get("request_id") or "", timestamp=ts)
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: cannot parse: {exc}") from None
 
 
 def read_events(path: Path) -> list[tuple[int, object]]:

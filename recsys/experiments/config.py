@@ -171,6 +171,8 @@ def parse_config(text: str, file: str = "<experiments>") -> ExperimentsConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(file, mark.line + 1 if mark else None, "(file)", f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(file, None, "(file)", "nested too deeply") from None
     if root is None:
         return ExperimentsConfig()
     top = r.mapping(root, "", {"layers", "holdout", "experiments", "shadow"}, set())
@@ -307,6 +309,8 @@ def load_config(path: str | Path, live_versions: set[str] | None = None) -> Expe
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(file, None, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, None, "(file)", f"not UTF-8 text (byte {exc.start})") from None
     config = parse_config(text, file)
     if live_versions is not None:
         live = ", ".join(sorted(live_versions))

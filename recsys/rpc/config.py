@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 def _parse(kind: Any, raw: Any, name: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin is not list and isinstance(raw, list | dict):
+        raise ValueError(f"{name}: expected {getattr(kind, '__name__', kind)}, got a {type(raw).__name__}")
     if origin is list:
         (inner,) = typing.get_args(kind)
         items = raw if isinstance(raw, list) else [x for x in str(raw).split(",") if x]
@@ -63,19 +65,21 @@ def load_settings(cls: type[T], argv: list[str] | None, section: str, descriptio
     if args.config:
         path = Path(args.config)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            parser.error(f"cannot read config file {path}: {exc}")
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            parser.error(f"cannot read config file {path}: {exc or type(exc).__name__}")
         if not isinstance(raw, dict):
             parser.error(f"{path}: the top level must be a mapping")
         sections = {"feature_svc", "candidate_svc", "ranker_svc"}
-        bad_sections = sorted(k for k, v in raw.items() if isinstance(v, dict) and k not in sections)
+        bad_sections = sorted(str(k) for k, v in raw.items() if isinstance(v, dict) and k not in sections)
         if bad_sections:
             parser.error(f"{path}: unknown section(s) {', '.join(bad_sections)} (valid: {', '.join(sorted(sections))})")
         merged = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-        merged.update(raw.get(section, {}) or {})
+        own = raw.get(section)
+        if isinstance(own, dict):  # anything else under a section's name is refused below as unknown
+            merged.update(own)
         known = {f.name for f in fields}
-        unknown = sorted(set(merged) - known)
+        unknown = sorted(str(k) for k in set(merged) - known)
         if unknown:
             parser.error(f"{path}: unknown setting(s) for {section}: {', '.join(unknown)}")
         values.update(merged)

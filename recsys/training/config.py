@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -41,20 +43,77 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        raw = dict(raw)
-        if "als" in raw:
-            raw["als"] = ALSParams(**raw["als"])
-        if "ranker" in raw:
-            raw["ranker"] = RankerParams(**raw["ranker"])
-        return cls(**raw)
+    def from_dict(cls, raw: object) -> TrainConfig:
+        """Options checked by name and type (TrainConfigError naming the option); nested als/ranker too."""
+        return _typed(cls, raw, "")
 
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:
-        text = Path(path).read_text()
-        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-        return cls.from_dict(raw or {})
+        """A YAML file (JSON when it ends in .json); every problem is a TrainConfigError naming the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except OSError as exc:
+            raise TrainConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise TrainConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise TrainConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise TrainConfigError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        except (RecursionError, ValueError) as exc:  # nesting too deep for the parser; NaN-like literals
+            raise TrainConfigError(f"{path}: cannot parse: {type(exc).__name__}") from None
+        try:
+            return cls.from_dict(raw or {})
+        except TrainConfigError as exc:
+            raise TrainConfigError(f"{path}: {exc}") from None
+
+
+class TrainConfigError(ValueError):
+    """A training config that cannot be used: names the file (from_file) and the option."""
+
+
+def _typed(cls: type, raw: object, where: str):
+    """An instance of the dataclass `cls` from a mapping of its field names to values of their types."""
+    if not isinstance(raw, dict):
+        raise TrainConfigError(f"{where or 'the config'} must be a mapping of options, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in raw if k not in names)
+    if unknown:
+        raise TrainConfigError(f"unknown training option(s) {', '.join(unknown)}"
+                               f"{' in ' + where if where else ''} (valid: {', '.join(names)})")
+    values = {}
+    for key, value in raw.items():
+        name = f"{where}.{key}" if where else key
+        kind = hints[key]
+        values[key] = _typed(kind, value, name) if is_dataclass(kind) else _value(kind, value, name)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise TrainConfigError(f"{where or 'the config'}: {exc}") from None
+
+
+def _value(kind: object, value: object, name: str) -> object:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if not isinstance(value, list):
+            raise TrainConfigError(f"{name} must be a list, got {value!r:.80}")
+        (inner,) = typing.get_args(kind)
+        return [_value(inner, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TrainConfigError(f"{name} must be a mapping, got {value!r:.80}")
+        key_kind, inner = typing.get_args(kind)
+        return {_value(key_kind, k, f"{name} key"): _value(inner, v, f"{name}[{k!r}]") for k, v in value.items()}
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+          str: lambda v: isinstance(v, str)}.get(kind)  # type: ignore[call-overload]
+    if ok is not None and not ok(value):
+        what = {float: "a finite number", int: "an integer", bool: "true or false", str: "a string"}[kind]
+        raise TrainConfigError(f"{name} must be {what}, got {value!r:.80}")
+    return float(value) if kind is float else value  # type: ignore[arg-type]

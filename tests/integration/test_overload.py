@@ -78,6 +78,8 @@ async def _callers(target: str, n: int, deadline_s: float, duration_s: float) ->
     return outcomes
 
 
+@pytest.mark.skipif(__import__("os").environ.get("RECSYS_LOAD_TESTS") != "1",
+                    reason="goodput under 200 callers depends on an otherwise idle machine: RECSYS_LOAD_TESTS=1")
 def test_200_callers_with_a_100ms_deadline_get_answers_and_cost_no_doomed_downstream_work(loaded):
     ranker, feature = loaded.services["ranker_svc"], loaded.services["feature_svc"]
     light = asyncio.run(_callers(loaded.target, RANKER_IN_FLIGHT, 1.0, 1.5))  # what the ranker can answer
