@@ -67,15 +67,22 @@ def load_dataset(spec: str, *, clean_data: bool = True) -> Dataset:
         raise ValueError(f"dataset spec {spec!r} needs a path: {scheme}:PATH")
     if scheme == "synthetic":
         ds = generate(**parse_synthetic(rest))
-    elif scheme == "movielens-100k" and sep:
-        ds = load_movielens_100k(rest)
-        rating_range = MOVIELENS_RATING_RANGE
-    elif scheme == "movielens" and sep:
-        ds = load_movielens_latest(rest)
-        rating_range = MOVIELENS_RATING_RANGE
     else:
-        if not Path(spec).exists():
-            raise DatasetError(spec, "no such dataset directory; a spec is synthetic[:key=value,...], "
-                               "movielens-100k:PATH, movielens:PATH, or a canonical directory")
-        ds = load_canonical(Path(spec))
+        path = rest if scheme in ("movielens-100k", "movielens") and sep else spec
+        try:
+            if scheme == "movielens-100k" and sep:
+                ds = load_movielens_100k(rest)
+                rating_range = MOVIELENS_RATING_RANGE
+            elif scheme == "movielens" and sep:
+                ds = load_movielens_latest(rest)
+                rating_range = MOVIELENS_RATING_RANGE
+            else:
+                if not Path(spec).exists():
+                    raise DatasetError(spec, "no such dataset directory; a spec is synthetic[:key=value,...], "
+                                       "movielens-100k:PATH, movielens:PATH, or a canonical directory")
+                ds = load_canonical(Path(spec))
+        except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte, ...
+            if isinstance(exc, DatasetError):
+                raise
+            raise DatasetError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return clean(ds, rating_range=rating_range) if clean_data else ds

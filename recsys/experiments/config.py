@@ -146,7 +146,10 @@ class _Reader:
     def scalar(self, node: yaml.Node, key: str, kind: type) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, key, f"must be a {kind.__name__}")
-        value = yaml.safe_load(yaml.serialize(node))
+        try:
+            value = yaml.safe_load(yaml.serialize(node))
+        except (yaml.YAMLError, ValueError, OverflowError):  # e.g. a date 2026-01-81
+            raise self.fail(node, key, f"not a valid value: {node.value!r}") from None
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kind is str and isinstance(value, int | float) and not isinstance(value, bool):

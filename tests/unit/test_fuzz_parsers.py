@@ -171,3 +171,40 @@ def test_any_bytes(name):
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_structured_input(name):
     FUZZ(given(STRUCTURED[name])(TARGETS[name]))()
+
+
+# What fuzzing found (each was a traceback of an internal exception before its fix).
+FINDINGS = [
+    ("experiments", b"\x80"),                                      # UnicodeDecodeError from read_text
+    ("experiments", b"holdout: {salt: h, share: 2026-01-81}"),     # ValueError: day is out of range for month
+    ("service_settings", b"\x80"),                                 # UnicodeDecodeError
+    ("service_settings", b"ranker_svc: [1]"),                      # ValueError: dictionary update sequence
+    ("service_settings", b"1: 2\nx: 3"),                           # TypeError sorting int and str keys
+    ("send_input", b"\x80"),                                       # UnicodeDecodeError while iterating the file
+    ("send_input", b"event_id,user_id,item_id,type\ne1,u1"),       # TypeError: None cells of a short row
+    ("send_input", b'{"eventId": "e", "timestamp": 1e400}'),       # OverflowError: int(inf)
+    ("dataset_spec", b"\xff" * 300),                               # OSError: file name too long
+    ("dataset_spec", b"movielens:" + b"x" * 300),                  # OSError from is_dir()
+    ("training_config", b"als: 5"),                                # TypeError: ALSParams(**5)
+]
+
+
+@pytest.mark.parametrize(("name", "data"), FINDINGS)
+def test_what_fuzzing_found(name, data):
+    TARGETS[name](data)
+
+
+def test_wrong_types_are_refused_where_they_are_written(tmp_path):
+    """Accepted before, they failed much later (inside training) or were silently stringified."""
+    from ranker_svc.settings import RankerSettings
+    from recsys.rpc.config import load_settings
+    from recsys.training.config import TrainConfig, TrainConfigError
+
+    path = tmp_path / "train.yaml"
+    path.write_text("ease_reg: abc\n")
+    with pytest.raises(TrainConfigError, match=r"train.yaml: ease_reg must be a finite number, got 'abc'"):
+        TrainConfig.from_file(path)
+    conf = tmp_path / "recsys.yaml"
+    conf.write_text("host: [a, b]\n")
+    with pytest.raises(SystemExit):
+        load_settings(RankerSettings, ["--config", str(conf)], "ranker_svc")
