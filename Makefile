@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/recsys/v1/*.proto)
 STUBS  := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install stubs sysdeps demo test lint bench clean
+.PHONY: install stubs sysdeps demo test lint bench fuzz clean
 
 install: $(VENV)/.installed stubs
 
@@ -46,6 +46,13 @@ lint: install
 
 bench: install
 	$(VENV)/bin/recsys bench --items 100000 --json bench.json
+
+# Coverage-guided fuzzing (atheris) of every parser for FUZZ_SECONDS each; corpus and crashes in .fuzz/.
+FUZZ_SECONDS ?= 60
+
+fuzz: install
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) recsys/v1 .pytest_cache build *.egg-info bundles

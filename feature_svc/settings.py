@@ -24,6 +24,8 @@ class FeatureSettings:
     max_history: int = setting("max_history")
     max_message_bytes: int = setting("max_message_bytes")
     max_in_flight: int = setting("max_in_flight")
+    drain_delay_s: float = setting("drain_delay_s")
+    drain_grace_s: float = setting("drain_grace_s")
     max_id_len: int = setting("max_id_len")
     stream: str = setting("stream")
     consumer_batch: int = setting("consumer_batch")

@@ -10,6 +10,7 @@ clear error) is saved as DIR/artifacts/NAME-crash-*, and the run exits non-zero 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(TARGETS))
     if unknown:
         p.error(f"unknown target(s) {', '.join(unknown)} (valid: {', '.join(TARGETS)})")
+    if importlib.util.find_spec("atheris") is None:
+        print(f"error: atheris is not installed in {sys.executable}; `make fuzz` installs it "
+              "(or: pip install -e '.[fuzz]')", file=sys.stderr)
+        return 2
     results = []
     for name in names:
         r = run_target(name, args.seconds, Path(args.dir))

@@ -34,6 +34,8 @@ class RankerSettings:
     max_send_batch: int = setting("max_send_batch")
     max_message_bytes: int = setting("max_message_bytes")
     max_in_flight: int = setting("max_in_flight")
+    drain_delay_s: float = setting("drain_delay_s")
+    drain_grace_s: float = setting("drain_grace_s")
     max_id_len: int = setting("max_id_len")
     max_map_entries: int = setting("max_map_entries")
     max_map_key_len: int = setting("max_map_key_len")

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from recsys.cache import CacheUnavailable, ListCache
-from recsys.cluster import die_with_parent
+from recsys.child_process import child_env
 from recsys.events.consumers import consumer_name, replica_name
 from recsys.experiments.outcomes import DROP_REASONS
 from recsys.metrics import (
@@ -136,7 +136,7 @@ class StreamFollower:
         try:
             proc = subprocess.Popen([sys.executable, "-m", "ranker_svc.stream_follower_child", str(write_fd)],
                                     stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
-                                    preexec_fn=die_with_parent if sys.platform == "linux" else None)
+                                    env=child_env())
         finally:
             os.close(write_fd)  # the child holds the only writer: its death is our EOF
         config = {"stream": self.stream_url, "cache_group": self.group, "outcome_groups": self.outcome_groups,

@@ -28,6 +28,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from recsys.child_process import die_with_parent
 from recsys.events.codec import EXPOSURE_TOPIC, decode, interactions_by_user
 from recsys.experiments.outcomes import OutcomeJoin
 from recsys.stream import ConsumerLoop, open_stream, topic_url
@@ -134,6 +135,7 @@ def follow(settings: dict[str, Any], conn: Any) -> None:
 
 
 def main() -> None:
+    die_with_parent()
     settings = json.loads(sys.stdin.read())
     pipe = Connection(int(sys.argv[1]), readable=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s stream-follower %(message)s")

@@ -22,6 +22,7 @@ from recsys.client import interaction
 from recsys.cluster import Cluster, wait_healthy
 from recsys.events.codec import decode
 from recsys.rpc.remote import CHANNEL_OPTIONS
+from recsys.rpc.retry import PUBLIC_SERVICES, service_config
 from recsys.stream import open_stream
 from recsys.v1 import feedback_pb2 as fpb
 from recsys.v1 import feedback_pb2_grpc as fpb_grpc
@@ -55,32 +56,44 @@ class FaultReport:
 
 @dataclass
 class SteadyLoad:
-    """Recommend at `rate` per second with a `timeout_s` deadline, plus one click per call through Send."""
+    """Recommend at `rate` per second with a `timeout_s` deadline, plus one click per call through Send,
+    from each of `workers` closed-loop clients. `retries`: the clients retry UNAVAILABLE as the Python
+    client does (recsys/rpc/retry.py); off, every failed attempt counts."""
 
     target: str
     users: Sequence[str]
     items: Sequence[str]
     rate: float = 40.0
     timeout_s: float = 1.0
+    workers: int = 1
+    retries: bool = False
     calls: list[Call] = field(default_factory=list)
     accepted: set[str] = field(default_factory=set)
     refused: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> SteadyLoad:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="steady-load")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, args=(seed,), daemon=True, name=f"steady-load-{seed}")
+                         for seed in range(self.workers)]
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for t in self._threads:
+            t.join(10)
 
-    def _run(self) -> None:
-        rng = random.Random(0)
-        with grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+    def _options(self) -> list[tuple[str, object]]:
+        if not self.retries:
+            return CHANNEL_OPTIONS
+        return [o for o in CHANNEL_OPTIONS if o[0] != "grpc.service_config"] + [
+            ("grpc.service_config", service_config(PUBLIC_SERVICES))]
+
+    def _run(self, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        with grpc.insecure_channel(self.target, options=self._options()) as channel:
             rec, fb = pb_grpc.RecommenderStub(channel), fpb_grpc.FeedbackStub(channel)
             next_at = time.monotonic()
             while not self._stop.is_set():
@@ -194,3 +207,36 @@ def measure(load: SteadyLoad, fault: str, inject: Callable[[], tuple[float, Call
     return FaultReport(fault, len(window), sum(codes.values()), sum(c.degraded for c in window), codes,
                        round(served - killed, 2), round((normal_at or deadline) - served, 2),
                        len(load.accepted) - accepted0, load.refused - refused0)
+
+
+@dataclass
+class RollingReport:
+    """A rolling restart under load: every replica of each service drained and restarted in turn."""
+
+    calls: int
+    failed: int
+    degraded: int
+    failed_codes: dict[str, int]
+    restart_s: dict[str, float]   # per replica, from SIGTERM until it served again
+    events_accepted: int
+    events_refused: int
+    events_lost: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def rolling_restart(cluster: Cluster, load: SteadyLoad, settle_s: float = 2.0,
+                    on_event: Callable[[str], None] | None = None) -> RollingReport:
+    """Cluster.rolling_restart under the running load; counts every call from the first SIGTERM to the end
+    of the last settle."""
+    first = len(load.calls)
+    accepted0, refused0 = len(load.accepted), load.refused
+    restart_s = cluster.rolling_restart(settle_s, on_event)
+    window = load.calls[first:]
+    codes: dict[str, int] = {}
+    for c in window:
+        if c.code != "OK":
+            codes[c.code] = codes.get(c.code, 0) + 1
+    return RollingReport(len(window), sum(codes.values()), sum(c.degraded for c in window), codes, restart_s,
+                         len(load.accepted) - accepted0, load.refused - refused0)

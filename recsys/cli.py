@@ -72,25 +72,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     from recsys.cluster import start_cluster
 
     # Handlers first: a SIGTERM that arrives while the services are starting must still stop them all.
-    stopping = False
+    stopping = rolling = False
 
     def on_signal(signum, frame):
-        nonlocal stopping
-        stopping = True
+        nonlocal stopping, rolling
+        if signum == signal.SIGHUP:
+            rolling = True
+        else:
+            stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     with console.status("starting feature_svc, candidate_svc, ranker_svc"):
         cluster = start_cluster([Path(b) for b in args.bundle] if args.bundle else None, args.port,
                                 registry=Path(args.registry) if args.registry else None,
                                 reload_interval=args.reload_interval, storage=args.storage, index=args.index,
-                                stream=_absolute_stream(args.stream))
+                                stream=_absolute_stream(args.stream), replicas=args.replicas)
     try:
         for svc in cluster.services.values():
             console.print(f"{svc.name:14s} pid {svc.proc.pid:<7d} grpc {svc.address:22s} "
                           f"metrics http://127.0.0.1:{svc.metrics_port}/metrics")
-        console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything.")
+        console.print(f"Recommend is on {cluster.target}; logs in {cluster.log_dir}. Ctrl-C stops everything; "
+                      f"SIGHUP (kill -HUP {os.getpid()}) restarts every service in turn.")
         while not stopping:  # a service that dies is restarted with backoff; the others keep serving
+            if rolling:  # with --replicas 2 or more, callers retrying UNAVAILABLE lose no call
+                rolling = False
+                try:
+                    cluster.rolling_restart(on_event=lambda e: console.print(f"[cyan]{escape(e)}[/cyan]"))
+                except RuntimeError as exc:  # a replica that does not come back is left to the supervisor
+                    console.print(f"[red]rolling restart stopped: {escape(str(exc))}[/red]")
             for event in cluster.supervise():
                 console.print(f"[yellow]{escape(event)}[/yellow]")
                 logging.getLogger("recsys.up").warning(event)
@@ -99,6 +109,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
     console.print("stopped")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _absolute_stream(url: str) -> str:
@@ -248,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
     u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
     u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
+    u.add_argument("--replicas", type=_positive_int, default=1,
+                   help="processes per service (2 or more: SIGHUP restarts them in turn without a failed call)")
     u.add_argument("--stream", default="file://recsys-data/events",
                    help="event stream URL: file://DIR (embedded, survives restarts) or redis://host:port/db")
     u.set_defaults(func=cmd_up)

@@ -150,7 +150,8 @@ SECURITY_RELOADS = Counter(
     "stay in use).", ["what", "result"])
 TLS_CERT_EXPIRY = Gauge(
     "recsys_tls_certificate_expiry_timestamp_seconds",
-    "When the certificate in use expires (unix time), as server and as client.", ["side"])
+    "When the certificate in use expires (notAfter, unix time), by service and side (server, client); set at every "
+    "(re)load of the certificate files.", ["service", "side"])
 
 
 _served: dict[tuple[str, str], str] = {}

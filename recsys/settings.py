@@ -54,6 +54,10 @@ _DEFS = [
     Setting("max_in_flight", 64, "calls handled at once; beyond it a call is refused at once with "
             "RESOURCE_EXHAUSTED instead of queued (0 = unbounded; health checks always answer)", ALL,
             (0, 1_000_000)),
+    Setting("drain_delay_s", 1.0, "after SIGTERM, seconds the server keeps taking calls while it reports "
+            "NOT_SERVING, so clients watching its health (and load balancers) move away first", ALL, (0.0, 300.0)),
+    Setting("drain_grace_s", 10.0, "after that, seconds the calls in flight get to finish before they are "
+            "cancelled (keep delay + grace below the pod's terminationGracePeriodSeconds)", ALL, (0.0, 3600.0)),
     Setting("max_id_len", 512, "longest id in a request (user, item, model version; Send: user and item ids)",
             ALL, (1, 1_000_000)),
     Setting("max_map_entries", 100, "most entries in a request's map (user_attributes, context.extra, force_arms, "
@@ -77,8 +81,10 @@ _DEFS = [
             "(every seen item is still excluded)", C + R, (1, 10_000_000)),
     Setting("affinity_window", AFFINITY_WINDOW, "most recent history items whose categories and embeddings "
             "feed the affinity features", R, (1, 100_000)),
-    Setting("feature_addr", "127.0.0.1:50053", "feature_svc host:port", R),
-    Setting("candidate_addr", "127.0.0.1:50052", "candidate_svc host:port", R),
+    Setting("feature_addr", "127.0.0.1:50053", "feature_svc gRPC target: host:port, dns:///name:port (calls spread "
+            "over every resolved address) or ipv4:host:port,host:port", R),
+    Setting("candidate_addr", "127.0.0.1:50052", "candidate_svc gRPC target: host:port, dns:///name:port (calls spread "
+            "over every resolved address) or ipv4:host:port,host:port", R),
     Setting("dependency_timeout_ms", 1000, "deadline of each call to feature_svc/candidate_svc (capped by the "
             "caller's deadline)", R, (1, 600_000)),
     Setting("diversity_lambda", DIVERSITY_LAMBDA, "default MMR λ (1 = no diversification)", R, (0.0, 1.0)),

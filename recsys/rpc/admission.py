@@ -33,15 +33,20 @@ MIN_REMAINING_S = 0.0005
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """A server's bounds (settings `max_message_bytes`, `max_in_flight`; 0 in-flight = unbounded)."""
+    """A server's bounds (settings `max_message_bytes`, `max_in_flight`; 0 in-flight = unbounded) and how
+    long its drain after SIGTERM may take (`drain_delay_s`, `drain_grace_s`; recsys/rpc/server.py)."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_in_flight: int = 0
+    drain_delay_s: float = 0.0
+    drain_grace_s: float = 10.0
 
     @classmethod
     def of(cls, settings: object) -> ServerLimits:
         return cls(max_message_bytes=getattr(settings, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
-                   max_in_flight=getattr(settings, "max_in_flight", 0))
+                   max_in_flight=getattr(settings, "max_in_flight", 0),
+                   drain_delay_s=getattr(settings, "drain_delay_s", 0.0),
+                   drain_grace_s=getattr(settings, "drain_grace_s", 10.0))
 
     def transport_options(self) -> list[tuple[str, int]]:
         """gRPC server options: the transport's hard ceiling is twice the limit, so bodies between the two

@@ -10,6 +10,11 @@ The budget is gRPC's retry throttling: each failed attempt costs a token, each s
 makes at most max_tokens / 2 retries before it sends one attempt per call, so it never multiplies the
 load on a failing service; in steady state retries stay under about token_ratio per successful call.
 Retries happen within each call's own deadline (the backoff is jittered by gRPC).
+
+Calls are spread over every address of the target (round_robin: a headless Service's pods, or
+`ipv4:host:port,host:port`) and each address's grpc.health.v1 status is watched (client-side health
+checking): a server that reports NOT_SERVING, such as one draining after SIGTERM, gets no new calls from
+the moment it says so, which is how a rolling restart loses no call (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ DEFAULT_POLICY = RetryPolicy()
 def service_config(services: Sequence[str], policy: RetryPolicy = DEFAULT_POLICY) -> str:
     """The JSON service config (https://github.com/grpc/grpc/blob/master/doc/service_config.md)."""
     return json.dumps({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [{
             "name": [{"service": s} for s in services],
             "retryPolicy": {

@@ -35,15 +35,16 @@ class Security:
     callers: LiveCallers | None = None
     interceptors: list[aio.ServerInterceptor] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    service: str = ""  # the `service` label of its metrics (several services may share a process)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         if self.tls is None:
             return None
-        return ServerCertificates(self.tls, self.client_auth == "require").credentials
+        return ServerCertificates(self.tls, self.client_auth == "require", self.service).credentials
 
     def channel_certificates(self) -> ChannelCertificates | None:
         """The service's own certificate as a client (mutual TLS to its dependencies), or None: plaintext."""
-        return None if self.tls is None else ChannelCertificates(self.tls, self.tls_reload_s)
+        return None if self.tls is None else ChannelCertificates(self.tls, self.tls_reload_s, self.service)
 
     def start(self) -> None:
         if self.callers is not None:
@@ -78,7 +79,8 @@ def security_from(settings: Any, service: str, caller_services: Iterable[str] = 
             tls.read()
         except TLSError as exc:
             raise SystemExit(f"{service}: {exc}") from None
-    security = Security(tls, client_auth, getattr(settings, "health_port", 0), getattr(settings, "tls_reload_s", 10.0))
+    security = Security(tls, client_auth, getattr(settings, "health_port", 0), getattr(settings, "tls_reload_s", 10.0),
+                        service=service)
     if peers:
         security.interceptors.append(PeerInterceptor(service, peers))
     path = getattr(settings, "callers", "")

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from threadpoolctl import threadpool_limits
 
+from recsys.child_process import die_with_parent
 from recsys.metrics import start_metrics_server
 from recsys.rpc.admission import ServerLimits
 from recsys.rpc.interceptor import MetricsInterceptor
@@ -94,8 +95,11 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
-    async def serve(self, grace: float = 5.0) -> None:
-        """Start, wait for SIGTERM/SIGINT or stop(), report NOT_SERVING, drain, exit."""
+    async def serve(self) -> None:
+        """Start, wait for SIGTERM/SIGINT or stop(), then drain and return: report NOT_SERVING (clients that
+        watch health stop sending here at once), keep taking calls for `drain_delay_s` (those already routed
+        here by a load balancer that has not noticed yet), then refuse new calls and give the ones in flight
+        `drain_grace_s` to finish."""
         if threading.current_thread() is threading.main_thread():  # a test may host services in a thread
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,10 +110,13 @@ class Server:
             await self._stop.wait()
         finally:  # a signal, stop(), or the hosting task cancelled (services hosted in-process)
             await self.set_serving(False)
+            if self._stop.is_set() and self.limits.drain_delay_s > 0:
+                log.info("draining: NOT_SERVING, taking calls for %.1f s more", self.limits.drain_delay_s)
+                await asyncio.sleep(self.limits.drain_delay_s)
             self.security.stop()
-            if self._health_server is not None:
+            await self.server.stop(self.limits.drain_grace_s)
+            if self._health_server is not None:  # probes see NOT_SERVING until the end
                 await self._health_server.stop(0)
-            await self.server.stop(grace)
 
     async def _start_health_port(self) -> None:
         """A plaintext port with grpc.health.v1 only (the same statuses): kubelet's gRPC probes cannot speak
@@ -126,6 +133,7 @@ class Server:
 def run(main: Callable[[], Awaitable[None]], service: str = "recsys", log_format: str = "text") -> None:
     """Run a service's main coroutine, its logs in `log_format` (recsys/rpc/logs.py) and its tracing as the
     OTEL_* variables say (recsys/rpc/tracing.py); RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's access log."""
+    die_with_parent()  # when started by `recsys up` or a test (recsys/cluster.py)
     configure_logging(log_format, os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
     try:
         configure_from_env(service)

@@ -14,7 +14,6 @@ The public client (recsys/client.py) takes `ClientTLS`, or RECSYS_CLIENT_CA/CERT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -75,7 +74,12 @@ class TLSFiles:
 
     def expiry(self) -> float:
         """When the (first) certificate stops being valid, as a unix time."""
-        return _certificates(Path(self.cert).read_bytes(), self.cert)[0].not_valid_after_utc.timestamp()
+        return not_after(Path(self.cert).read_bytes(), self.cert)
+
+
+def not_after(pem: bytes, path: str) -> float:
+    """The notAfter of the first (leaf) certificate of a PEM chain, as a unix time."""
+    return _certificates(pem, path)[0].not_valid_after_utc.timestamp()
 
 
 def _certificates(pem: bytes, path: str) -> list[x509.Certificate]:
@@ -113,22 +117,23 @@ def peer_identities(context: grpc.aio.ServicerContext) -> list[str]:
     return list(dict.fromkeys(v.decode() if isinstance(v, bytes) else str(v) for v in raw))  # a CN is often a SAN too
 
 
-def _export_expiry(side: str, files: TLSFiles) -> None:
-    with contextlib.suppress(OSError, TLSError):
-        TLS_CERT_EXPIRY.labels(side).set(files.expiry())
+def _export_expiry(service: str, side: str, cert: bytes, path: str) -> None:
+    """The expiry gauge, from the certificate just loaded (not the file, which may already be the next one)."""
+    TLS_CERT_EXPIRY.labels(service, side).set(not_after(cert, path))
 
 
 class ServerCertificates:
     """Server credentials that follow the files (grpc.dynamic_ssl_server_credentials)."""
 
-    def __init__(self, files: TLSFiles, require_client_auth: bool):
+    def __init__(self, files: TLSFiles, require_client_auth: bool, service: str = ""):
         self.files = files
+        self.service = service
         self._stamp = files.stamp()
         cert, key, ca = files.read()  # a service does not start on unusable files
         self.reloads = 0
         self.credentials = grpc.dynamic_ssl_server_credentials(
             self._config(cert, key, ca), self.fetch, require_client_authentication=require_client_auth)
-        _export_expiry("server", files)
+        _export_expiry(service, "server", cert, files.cert)
         log.info("TLS: serving certificate %s; client certificates %s", _describe(files),
                  "required" if require_client_auth else "not asked for")
 
@@ -152,7 +157,7 @@ class ServerCertificates:
                 return None
             self.reloads += 1
             SECURITY_RELOADS.labels("server_tls", "ok").inc()
-            _export_expiry("server", self.files)
+            _export_expiry(self.service, "server", cert, self.files.cert)
             log.info("TLS: reloaded; now serving %s", _describe(self.files))
             return self._config(cert, key, ca)
         except Exception:  # pragma: no cover - a bug here must not break handshakes
@@ -163,15 +168,16 @@ class ServerCertificates:
 class ChannelCertificates:
     """Client credentials (mutual TLS) from the files, rebuilt when they change."""
 
-    def __init__(self, files: TLSFiles, reload_s: float = 10.0):
+    def __init__(self, files: TLSFiles, reload_s: float = 10.0, service: str = ""):
         self.files = files
         self.reload_s = reload_s
+        self.service = service
         self._stamp = files.stamp()
         self.credentials = self._build()
 
     def _build(self) -> grpc.ChannelCredentials:
         cert, key, ca = self.files.read()
-        _export_expiry("client", self.files)
+        _export_expiry(self.service, "client", cert, self.files.cert)
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def changed(self) -> bool:

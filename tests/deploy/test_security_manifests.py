@@ -188,7 +188,8 @@ def test_the_istio_alternative(renders):
             grpc_rules = [r for r in rules if str(GRPC[component]) in r["to"][0]["operation"].get("ports", [])]
             if component == "ranker":
                 paths = {p for r in grpc_rules for p in r["to"][0]["operation"].get("paths", [])}
-                assert {"/recsys.v1.Recommender/Recommend", "/grpc.health.v1.Health/*"} <= paths, where
+                needed = {"/recsys.v1.Recommender/Recommend", "/recsys.v1.Users/Forget", "/grpc.health.v1.Health/*"}
+                assert needed <= paths, where
                 assert all("paths" in r["to"][0]["operation"] for r in grpc_rules), f"{where}: per method only"
             else:
                 assert [r["from"][0]["source"]["principals"] for r in grpc_rules] == [[ranker_principal]], \

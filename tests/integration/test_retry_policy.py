@@ -19,6 +19,7 @@ from feature_svc.server import FeatureStoreServicer
 from ranker_svc.server import RecommenderServicer
 from ranker_svc.settings import RankerSettings
 from recsys.client import RecommenderClient
+from recsys.rpc.admission import ServerLimits
 from recsys.rpc.remote import Channels, DependencyError, RemoteFeatureSource
 from recsys.rpc.retry import DEFAULT_POLICY
 from recsys.rpc.server import Server
@@ -39,11 +40,11 @@ class InProcessServer:
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.server = Server("127.0.0.1", 0)
+        self.server = Server("127.0.0.1", 0, limits=ServerLimits(drain_grace_s=0.1))
         self.register(self.server)
         self.port = await self.server.start()
         self._ready.set()
-        await self.server.serve(grace=0.1)
+        await self.server.serve()
 
     def __enter__(self) -> InProcessServer:
         self._thread.start()
