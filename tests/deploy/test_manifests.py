@@ -307,9 +307,12 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
             for probe in ("startupProbe", "livenessProbe"):
                 assert c[probe]["grpc"].get("service") == "liveness", f"{name}: {probe} must check 'liveness'"
             assert c["command"][:2] == ["python", "-m"] and c["command"][2] == f"{component}_svc", name
-            # A Service exposes the gRPC and metrics ports of exactly these pods.
-            services = [s for s in by_kind["Service"] if labels_match({"matchLabels": s["spec"]["selector"]}, labels)]
+            # A Service exposes the gRPC and metrics ports of exactly these pods; the ranker's dependencies
+            # also have a headless one (checked in test_rollout_manifests.py).
+            selecting = [s for s in by_kind["Service"] if labels_match({"matchLabels": s["spec"]["selector"]}, labels)]
+            services = [s for s in selecting if s["spec"].get("clusterIP") != "None"]
             assert len(services) == 1, f"{name}: {len(services)} Services select it"
+            assert len(selecting) - 1 == (component != "ranker"), f"{name}: {len(selecting) - 1} headless Services"
             sports = {p["name"]: p for p in services[0]["spec"]["ports"]}
             assert sports["grpc"]["port"] == ports["grpc"] and sports["grpc"]["targetPort"] == "grpc", name
             assert sports["metrics"]["targetPort"] == "metrics", name
@@ -331,7 +334,7 @@ def test_each_service_has_probes_service_pdb_hpa(all_renders):
 
 def test_configuration_uses_real_settings(all_renders):
     """Every key of the service config file and every RECSYS_* variable is a setting of that service
-    (the services reject unknown config keys at start-up), and the ranker points at the real Services."""
+    (the services reject unknown config keys at start-up), and the ranker points at the real headless Services."""
     for where, docs in all_renders.items():
         cms = [d for d in docs if d["kind"] == "ConfigMap" and "recsys.yaml" in d.get("data", {})]
         assert len(cms) == 1, f"{where}: {len(cms)} service config maps"
@@ -342,8 +345,11 @@ def test_configuration_uses_real_settings(all_renders):
             assert set(values) <= fields, f"{where}: unknown {section} settings {set(values) - fields}"
         services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
         for key, component in (("feature_addr", "feature"), ("candidate_addr", "candidate")):
-            host, port = config["ranker_svc"][key].rsplit(":", 1)
+            target = config["ranker_svc"][key]
+            assert target.startswith("dns:///"), f"{where}: {key} {target}: not resolved to every pod"
+            host, port = target.removeprefix("dns:///").rsplit(":", 1)
             assert host in services, f"{where}: {key} {host} is not a Service"
+            assert services[host]["spec"].get("clusterIP") == "None", f"{where}: {key} {host} is not headless"
             assert int(port) == GRPC_PORTS[component], f"{where}: {key} port"
             assert services[host]["spec"]["selector"]["app.kubernetes.io/component"] == component
         for dep in (d for d in docs if d["kind"] == "Deployment"):

@@ -29,6 +29,12 @@ candidate: {module: candidate_svc, port: 50052, metricsPort: 9102, healthPort: 5
 feature: {module: feature_svc, port: 50053, metricsPort: 9103, healthPort: 50063}
 {{- end -}}
 
+{{/* The headless Service of a component, which the ranker dials: (dict "root" $ "component" "feature").
+Cut to 63 characters, a Service name's limit (the fullname may have 50). */}}
+{{- define "recsys.podsServiceName" -}}
+{{- printf "%s-%s-pods" (include "recsys.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The Secret with a service's certificate, key and CA: (dict "root" $ "component" "ranker"). */}}
 {{- define "recsys.tlsSecretName" -}}
 {{- default (printf "%s-%s-tls" (include "recsys.fullname" .root) .component) (get .root.Values.tls.secretNames .component) -}}
@@ -141,16 +147,16 @@ chart from stream.url, or by the operator). */}}
       key: {{ .Values.stream.existingSecretKey }}
 {{- end -}}
 
-{{/* The rendered service configuration file (recsys.yaml). */}}
+{{/* The rendered service configuration file (recsys.yaml). The ranker dials its dependencies through their
+headless Services (every ready pod; client-side round_robin and health checking). */}}
 {{- define "recsys.configFile" -}}
-{{- $fullname := include "recsys.fullname" . -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- $ranker := deepCopy (default dict (get $cfg "ranker_svc")) -}}
 {{- if not (hasKey $ranker "feature_addr") -}}
-{{- $_ := set $ranker "feature_addr" (printf "%s-feature:50053" $fullname) -}}
+{{- $_ := set $ranker "feature_addr" (printf "dns:///%s:50053" (include "recsys.podsServiceName" (dict "root" . "component" "feature"))) -}}
 {{- end -}}
 {{- if not (hasKey $ranker "candidate_addr") -}}
-{{- $_ := set $ranker "candidate_addr" (printf "%s-candidate:50052" $fullname) -}}
+{{- $_ := set $ranker "candidate_addr" (printf "dns:///%s:50052" (include "recsys.podsServiceName" (dict "root" . "component" "candidate"))) -}}
 {{- end -}}
 {{- $_ := set $cfg "ranker_svc" $ranker -}}
 {{- toYaml $cfg -}}
