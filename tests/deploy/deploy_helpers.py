@@ -7,6 +7,7 @@ kubernetes-validate. A missing tool FAILS the test with the command that install
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -81,6 +82,23 @@ def kustomize(path: Path) -> list[dict]:
     proc = run([tool("kubectl"), "kustomize", str(path)])
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     return load_docs(proc.stdout)
+
+
+def compose(tmp: Path, components: list[str]) -> Path:
+    """A kustomization in `tmp`: the base plus these components (paths under k8s/)."""
+    rel = os.path.relpath(K8S, tmp)
+    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "recsys",
+        "resources": [f"{rel}/base"], "components": [f"{rel}/{c}" for c in components]}))
+    return tmp
+
+
+def kustomize_renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """The base, both overlays, and the base with the cert-manager or the istio component, built."""
+    paths = {"base": K8S / "base", "overlays/dev": K8S / "overlays" / "dev", "overlays/prod": K8S / "overlays" / "prod",
+             "base+cert-manager": compose(tmp_path_factory.mktemp("cm"), ["components/cert-manager"]),
+             "base+istio": compose(tmp_path_factory.mktemp("istio"), ["components/istio"])}
+    return {f"kustomize:{name}": kustomize(path) for name, path in paths.items()}
 
 
 # Custom resources: kubernetes-validate bundles only the core API schemas. These are checked against

@@ -6,7 +6,6 @@ sleep and the drain. Helm and kustomize agree."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from deploy_helpers import K8S, Peer, allowed, helm, kustomize, labels_match, render_chart, validate  # noqa: E402
+from deploy_helpers import K8S, Peer, allowed, helm, kustomize_renders, labels_match, render_chart, validate  # noqa: E402
 
 DEPENDENCIES = {"feature": ("feature_addr", 50053), "candidate": ("candidate_addr", 50052)}
 HELM = {
@@ -27,23 +26,10 @@ HELM = {
 }
 
 
-def _compose(tmp: Path, components: list[str]) -> Path:
-    rel = os.path.relpath(K8S, tmp)
-    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "recsys",
-        "resources": [f"{rel}/base"], "components": [f"{rel}/{c}" for c in components]}))
-    return tmp
-
-
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory) -> dict[str, list[dict]]:
     out = {f"helm:{name}": render_chart(values) for name, values in HELM.items()}
-    for name, path in (("base", K8S / "base"), ("overlays/dev", K8S / "overlays" / "dev"),
-                       ("overlays/prod", K8S / "overlays" / "prod"),
-                       ("base+cert-manager", _compose(tmp_path_factory.mktemp("cm"), ["components/cert-manager"])),
-                       ("base+istio", _compose(tmp_path_factory.mktemp("istio"), ["components/istio"]))):
-        out[f"kustomize:{name}"] = kustomize(path)
-    return out
+    return out | kustomize_renders(tmp_path_factory)
 
 
 def _config(docs: list[dict]) -> dict:

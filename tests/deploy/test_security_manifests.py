@@ -7,7 +7,6 @@ STRICT, an AuthorizationPolicy per service, plaintext pods under their own servi
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from recsys.rpc.callers import parse_callers
 from recsys.v1 import feedback_pb2, recommender_pb2, versions_pb2  # noqa: F401  (their services' descriptors)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from deploy_helpers import DOCS, K8S, Peer, allowed, env_of, helm, kustomize, render_chart, validate  # noqa: E402
+from deploy_helpers import DOCS, K8S, Peer, allowed, env_of, helm, kustomize_renders, render_chart, validate  # noqa: E402
 
 COMPONENTS = ("ranker", "candidate", "feature")
 GRPC = {"ranker": 50051, "candidate": 50052, "feature": 50053}
@@ -40,23 +39,10 @@ HELM = {
 }
 
 
-def _compose(tmp: Path, component: str) -> Path:
-    rel = os.path.relpath(K8S, tmp)
-    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "recsys",
-        "resources": [f"{rel}/base"], "components": [f"{rel}/components/{component}"]}))
-    return tmp
-
-
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory) -> dict[str, list[dict]]:
     out = {f"helm:{name}": render_chart(values) for name, values in HELM.items()}
-    for name, path in (("base", K8S / "base"), ("overlays/dev", K8S / "overlays" / "dev"),
-                       ("overlays/prod", K8S / "overlays" / "prod"),
-                       ("base+cert-manager", _compose(tmp_path_factory.mktemp("cm"), "cert-manager")),
-                       ("base+istio", _compose(tmp_path_factory.mktemp("istio"), "istio"))):
-        out[f"kustomize:{name}"] = kustomize(path)
-    return out
+    return out | kustomize_renders(tmp_path_factory)
 
 
 def _mesh(where: str) -> bool:
