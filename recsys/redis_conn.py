@@ -1,9 +1,11 @@
 """What every Redis backend (feature storage, event stream, list cache) does the same way: a client with
 short timeouts that retries only connection errors, a ping that never raises, a close that drops the
-pool, and URLs made safe for messages and logs."""
+pool, errors turned into the backend's own, and URLs made safe for messages and logs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -18,6 +20,22 @@ def connect(url: str, connect_timeout: float, read_timeout: float, retries: int 
         url, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
         retry=Retry(NoBackoff(), retries, supported_errors=(redis.exceptions.ConnectionError,)),
         health_check_interval=30)
+
+
+# The server unreachable, too slow, or a read-only replica after a failover: worth retrying later.
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+@contextmanager
+def translated(url: str, what: str, unavailable: type[Exception], failed: type[Exception]) -> Iterator[None]:
+    """Redis errors inside the block as the backend's own: TRANSIENT ones as `unavailable`, any other as
+    `failed`; `url` (already redacted) and `what` name the server and the operation."""
+    try:
+        yield
+    except TRANSIENT as e:
+        raise unavailable(f"Redis at {url} unavailable during {what}: {e}") from e
+    except redis.exceptions.RedisError as e:
+        raise failed(f"Redis at {url} failed during {what}: {e}") from e
 
 
 def ping(client: redis.Redis) -> bool:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 
 import redis
 
 from recsys.feature_tables import FeatureTables
-from recsys.redis_conn import close, connect, ping, redact
+from recsys.redis_conn import close, connect, ping, redact, translated
 from recsys.storage.base import StorageError, StorageUnavailable
 from recsys.storage.redis_codec import HEADER, dump_json, glob_escape, is_gen, pack_rows
 
@@ -218,12 +217,5 @@ class RedisGenerations:
             return self._view
         raise StorageError(f"Redis at {self._safe_url}: generation {gen} has no meta key")
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.ReadOnlyError) as e:
-            raise StorageUnavailable(f"Redis at {self._safe_url} unavailable during {what}: {e}") from e
-        except redis.exceptions.RedisError as e:
-            raise StorageError(f"Redis at {self._safe_url} failed during {what}: {e}") from e
+    def _errors(self, what: str) -> AbstractContextManager[None]:
+        return translated(self._safe_url, what, StorageUnavailable, StorageError)

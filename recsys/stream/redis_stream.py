@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from recsys.redis_conn import close, connect, ping, redact
+from recsys.redis_conn import TRANSIENT, close, connect, ping, redact, translated
 from recsys.stream.base import (
     DEFAULT_DEDUP_TTL_S,
     DEFAULT_RETENTION_S,
@@ -115,17 +115,15 @@ class RedisStream(EventStream):
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.ReadOnlyError) as e:
-            raise StreamUnavailable(f"Redis at {self.url} unavailable during {what}: {e}") from e
-        except redis.exceptions.ResponseError as e:
-            if str(e).startswith("NOGROUP") or "NOGROUP" in str(e):
-                raise GroupNotFound(f"no consumer group on {self.key!r} at {self.url} ({what}): {e}") from e
-            raise StreamError(f"Redis at {self.url} refused {what}: {e}") from e
-        except redis.exceptions.RedisError as e:
-            raise StreamError(f"Redis at {self.url} failed during {what}: {e}") from e
+        with translated(self.url, what, StreamUnavailable, StreamError):
+            try:
+                yield
+            except redis.exceptions.ResponseError as e:  # a command Redis refused (not a read-only replica)
+                if isinstance(e, TRANSIENT):
+                    raise
+                if "NOGROUP" in str(e):
+                    raise GroupNotFound(f"no consumer group on {self.key!r} at {self.url} ({what}): {e}") from e
+                raise StreamError(f"Redis at {self.url} refused {what}: {e}") from e
 
     def _check_durability(self) -> None:
         try:
