@@ -200,13 +200,19 @@ def measure(load: SteadyLoad, fault: str, inject: Callable[[], tuple[float, Call
         time.sleep(0.05)
     time.sleep(0.5)  # a little of the steady state after recovery
     window = load.calls[first:]
-    codes: dict[str, int] = {}
-    for c in window:
-        if c.code != "OK":
-            codes[c.code] = codes.get(c.code, 0) + 1
+    codes = failed_codes(window)
     return FaultReport(fault, len(window), sum(codes.values()), sum(c.degraded for c in window), codes,
                        round(served - killed, 2), round((normal_at or deadline) - served, 2),
                        len(load.accepted) - accepted0, load.refused - refused0)
+
+
+def failed_codes(calls: Sequence[Call]) -> dict[str, int]:
+    """How many of `calls` failed, by status code."""
+    codes: dict[str, int] = {}
+    for c in calls:
+        if c.code != "OK":
+            codes[c.code] = codes.get(c.code, 0) + 1
+    return codes
 
 
 @dataclass
@@ -234,9 +240,6 @@ def rolling_restart(cluster: Cluster, load: SteadyLoad, settle_s: float = 2.0,
     accepted0, refused0 = len(load.accepted), load.refused
     restart_s = cluster.rolling_restart(settle_s, on_event)
     window = load.calls[first:]
-    codes: dict[str, int] = {}
-    for c in window:
-        if c.code != "OK":
-            codes[c.code] = codes.get(c.code, 0) + 1
+    codes = failed_codes(window)
     return RollingReport(len(window), sum(codes.values()), sum(c.degraded for c in window), codes, restart_s,
                          len(load.accepted) - accepted0, load.refused - refused0)

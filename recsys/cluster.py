@@ -59,6 +59,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
                                 start_new_session=True)
 
 
+SERVICES = ("feature_svc", "candidate_svc", "ranker_svc")  # in start-up order
 _MAX_BACKOFF_S = 30.0
 _STABLE_S = 60.0  # a service that ran this long before dying restarts at once again
 
@@ -85,6 +86,12 @@ class Service:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def respawn(self, now: float) -> None:
+        """Start the service's process again, same command and environment, appending to its log."""
+        self.proc = _spawn(self.cmd, self.env, self.log_path)
+        self.restarts += 1
+        self.started, self._due = now, None
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -99,6 +106,7 @@ class Cluster:
     services: dict[str, Service] = field(default_factory=dict)
     log_dir: Path | None = None
     tls: dict[str, TLSFiles] = field(default_factory=dict)  # each service's certificate; empty: plaintext
+    stream: str = ""  # the event stream URL the services share
 
     def replicas(self, kind: str) -> list[Service]:
         return [svc for svc in self.services.values() if svc.kind == kind]
@@ -138,14 +146,12 @@ class Cluster:
             raise RuntimeError(f"{name} did not exit within {timeout:.0f} s of SIGTERM") from None
         if code != 0:
             raise RuntimeError(f"{name} exited with code {code} after SIGTERM\n{svc.log_tail()}")
-        svc.proc = _spawn(svc.cmd, svc.env, svc.log_path)
-        svc.restarts += 1
-        svc.started, svc._due = time.monotonic(), None
+        svc.respawn(time.monotonic())
         wait_healthy(svc.address, timeout, svc.proc, name, self.tls.get(svc.kind))
         return time.monotonic() - t0
 
     def rolling_restart(self, settle_s: float = 2.0, on_event: Callable[[str], None] | None = None,
-                        kinds: tuple[str, ...] = ("feature_svc", "candidate_svc", "ranker_svc")) -> dict[str, float]:
+                        kinds: tuple[str, ...] = SERVICES) -> dict[str, float]:
         """Restart every replica of each service in turn, each back SERVING and given `settle_s` (as a
         Deployment's minReadySeconds: its callers reconnect within about a second) before the next goes.
         With two or more replicas of each, callers always find a serving one. Seconds per replica."""
@@ -173,9 +179,7 @@ class Cluster:
                 svc._due = now + svc._backoff
                 events.append(f"{svc.name} exited with code {svc.proc.returncode}; restarting in {svc._backoff:.1f} s")
             elif now >= svc._due:
-                svc.proc = _spawn(svc.cmd, svc.env, svc.log_path)
-                svc.restarts += 1
-                svc.started, svc._due = now, None
+                svc.respawn(now)
                 events.append(f"{svc.name} restarted (pid {svc.proc.pid}, restart {svc.restarts})")
         return events
 
@@ -184,9 +188,6 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-SERVICES = ("feature_svc", "candidate_svc", "ranker_svc")
 
 
 def _target(ports: list[int]) -> str:
@@ -237,7 +238,7 @@ def start_cluster(bundle: Path | list[Path] | None, port: int = 50051, *, regist
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
     stream = stream or f"file://{(log_dir / 'events').resolve()}"
-    cluster = Cluster(log_dir=log_dir, tls=_per_service(tls))
+    cluster = Cluster(log_dir=log_dir, tls=_per_service(tls), stream=stream)
     first = {"feature_svc": feature_port or free_port(), "candidate_svc": candidate_port or free_port(),
              "ranker_svc": port or free_port()}
     ports = {name: [first[name], *(free_port() for _ in range(replicas - 1))] for name in SERVICES}

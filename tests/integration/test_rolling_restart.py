@@ -43,5 +43,4 @@ def test_restarting_each_replica_in_turn_under_load_fails_no_call(replicated, sm
     assert report.failed == 0, report.failed_codes
     assert report.degraded == 0, report
     assert report.events_refused == 0, report
-    stream = f"file://{(replicated.log_dir / 'events').resolve()}"
-    assert not set(load.accepted) - stream_event_ids(stream)  # nothing accepted was lost
+    assert not set(load.accepted) - stream_event_ids(replicated.stream)  # nothing accepted was lost
