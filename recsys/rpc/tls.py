@@ -72,10 +72,6 @@ class TLSFiles:
             raise TLSError(f"{self.key} is not the private key of the certificate {self.cert}")
         return cert, key, ca
 
-    def expiry(self) -> float:
-        """When the (first) certificate stops being valid, as a unix time."""
-        return not_after(Path(self.cert).read_bytes(), self.cert)
-
 
 def not_after(pem: bytes, path: str) -> float:
     """The notAfter of the first (leaf) certificate of a PEM chain, as a unix time."""
