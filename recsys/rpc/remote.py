@@ -13,7 +13,7 @@ from recsys.pipeline.types import CandidateList, ItemView, UserView
 from recsys.rpc.request_id import outgoing_metadata
 from recsys.rpc.retry import INTERNAL_SERVICES, retry_options
 from recsys.rpc.tls import ChannelCertificates
-from recsys.rpc.tracing import client_interceptors
+from recsys.rpc.tracing import client_span
 from recsys.v1 import (
     candidates_pb2,
     candidates_pb2_grpc,
@@ -70,9 +70,8 @@ class Channels:
 
     def _channel(self, address: str) -> aio.Channel:
         if self.tls is None:
-            return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
-        return aio.secure_channel(address, self.tls.credentials, options=CHANNEL_OPTIONS,
-                                  interceptors=client_interceptors())
+            return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return aio.secure_channel(address, self.tls.credentials, options=CHANNEL_OPTIONS)
 
     def _connect(self) -> None:
         self._fch = self._channel(self.feature_addr)
@@ -113,10 +112,11 @@ class RemoteFeatureSource:
 
     async def get_user(self, user_id: str, history_limit: int, version: str = "") -> UserView:
         try:
-            resp = await self.ch.features.GetUserFeatures(
-                features_pb2.GetUserFeaturesRequest(user_ids=[user_id], history_limit=history_limit,
-                                                    model_version=version),
-                timeout=self.timeout(), metadata=outgoing_metadata())
+            with client_span("/recsys.v1.FeatureStore/GetUserFeatures"):
+                resp = await self.ch.features.GetUserFeatures(
+                    features_pb2.GetUserFeaturesRequest(user_ids=[user_id], history_limit=history_limit,
+                                                        model_version=version),
+                    timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         u = resp.users[0]
@@ -126,9 +126,10 @@ class RemoteFeatureSource:
 
     async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]:
         try:
-            resp = await self.ch.features.GetItemFeatures(
-                features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version), timeout=self.timeout(),
-                metadata=outgoing_metadata())
+            with client_span("/recsys.v1.FeatureStore/GetItemFeatures"):
+                resp = await self.ch.features.GetItemFeatures(
+                    features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version),
+                    timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
         names = list(resp.feature_names)
@@ -153,7 +154,8 @@ class RemoteCandidateSource:
                                              user_attributes=attributes, include_seen=include_seen,
                                              model_version=version, source_quotas=quotas or {})
         try:
-            resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout(), metadata=outgoing_metadata())
+            with client_span("/recsys.v1.CandidateRetriever/Retrieve"):
+                resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("candidate_svc", self.ch.candidate_addr, exc) from exc
         names = list(resp.score_names)

@@ -9,7 +9,9 @@ import contextvars
 
 import grpc
 from grpc import aio
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+
+from recsys.rpc import tracing
 
 METADATA_KEY = "x-request-id"
 SPAN_ATTRIBUTE = "recsys.request_id"
@@ -34,9 +36,15 @@ def bind(request_id: str) -> None:
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...] | None:
-    """The metadata carrying the current request id to an internal call (None when there is none)."""
+    """The metadata carrying the current request id, and when tracing is on the current span's W3C trace
+    context (OTEL_PROPAGATORS), to an internal call (None when there is neither)."""
     rid = REQUEST_ID.get()
-    return ((METADATA_KEY, rid),) if rid else None
+    metadata = [(METADATA_KEY, rid)] if rid else []
+    if tracing.active() is not None:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata += carrier.items()
+    return tuple(metadata) or None
 
 
 class RequestIdInterceptor(aio.ServerInterceptor):
