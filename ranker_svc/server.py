@@ -341,10 +341,11 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     host.add(users_pb2_grpc.add_UsersServicer_to_server, users, "recsys.v1.Users")  # Forget (ranker_svc/forget.py)
     component = Component("ranker_svc", load_model, servicer.models, ready=channels.hold)
     # A child process follows the stream: an in-process cache hears interactions sent through other
-    # replicas from it, this replica's memory hears forgets taken by others, and experiments get per-arm
-    # clicks and conversions joined to their exposures.
+    # replicas from it, this replica's memory hears forgets taken by others, and clicks and conversions are
+    # joined to their exposures (per experiment arm, and per model version: the online CTR by version, with
+    # or without an experiments file).
     follow_cache = cache is not None and getattr(cache, "in_process", False)
-    outcomes = bool(settings.experiments) and exposure_stream is not None
+    outcomes = exposure_stream is not None
     follower = StreamFollower(settings.stream, cache if follow_cache else None, producer, settings.consumer_batch,
                               outcomes=outcomes, on_forget=users.forget_here)
     follower.start(stream, exposure_stream)

@@ -13,10 +13,11 @@ Forgets (Users/Forget): a forget record, whichever replica appended it, reaches 
 which calls `on_forget(user)` here (the cache, the last good lists, the queued exposures). So the follower
 runs in every ranker, also without an in-process cache (then it forwards forgets only).
 
-Experiment outcomes (an experiments file is configured, and exposures are logged): the child joins
+Outcomes (whenever exposures are logged, with or without an experiments file): the child joins
 clicks and purchases to the exposures they name (recsys/experiments/outcomes.py, groups in
 ranker_svc/stream_follower_child.py) and sends per-arm counts every 0.5 s; the thread here adds them to
-recsys_experiment_{stream_impressions,clicks,conversions}_total.
+recsys_experiment_{stream_impressions,clicks,conversions}_total. The same join counts per model version, into
+recsys_model_{stream_impressions,clicks,conversions}_total (the online CTR by version).
 
 The child's consumer metrics cross the pipe too, so its groups' lag and dead letters are exported by the
 ranker. A child that dies is restarted (backoff up to 5 s); it dies with the ranker.
@@ -48,6 +49,9 @@ from recsys.metrics import (
     EXPERIMENT_CONVERSIONS,
     EXPERIMENT_OUTCOMES_DROPPED,
     EXPERIMENT_STREAM_IMPRESSIONS,
+    MODEL_CLICKS,
+    MODEL_CONVERSIONS,
+    MODEL_STREAM_IMPRESSIONS,
 )
 from recsys.stream import EventStream
 
@@ -55,6 +59,7 @@ log = logging.getLogger("ranker_svc.stream_follower")
 _MAX_RESTART_S = 5.0
 _OUTCOMES = {"impressions": EXPERIMENT_STREAM_IMPRESSIONS, "clicks": EXPERIMENT_CLICKS,
              "conversions": EXPERIMENT_CONVERSIONS}
+_BY_VERSION = {"impressions": MODEL_STREAM_IMPRESSIONS, "clicks": MODEL_CLICKS, "conversions": MODEL_CONVERSIONS}
 
 
 def cache_group() -> str:
@@ -73,8 +78,9 @@ class StreamFollower:
     def __init__(self, stream_url: str, cache: ListCache | None, producer: str, batch: int, outcomes: bool = False,
                  on_forget: Callable[[str], object] | None = None):
         """`cache`: the in-process cache to note foreign interactions in (None: no notes); `outcomes`: join
-        experiment outcomes; `on_forget(user_id)`: what this replica erases for a forget record (Users/Forget;
-        without it a forget erases the user from `cache`). Either of the first and the last runs the cache job."""
+        clicks and purchases to exposures (per arm and per model version); `on_forget(user_id)`: what this
+        replica erases for a forget record (Users/Forget; without it a forget erases the user from `cache`).
+        Either of the first and the last runs the cache job."""
         self.stream_url = stream_url
         self.cache = cache
         self.producer = producer
@@ -196,3 +202,6 @@ class StreamFollower:
                 _OUTCOMES[what].labels(experiment, arm).inc(n)
             for reason, n in dropped.items():
                 EXPERIMENT_OUTCOMES_DROPPED.labels(reason).inc(n)
+        elif kind == "versions":
+            for (version, what), n in message[1].items():
+                _BY_VERSION[what].labels(version).inc(n)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from recsys.cli_events import add_commands as add_event_commands
 from recsys.cli_experiments import add_commands as add_experiment_commands
+from recsys.cli_models import add_history_arguments, models_history
 from recsys.cli_simulate import add_command as add_simulate_command
 from recsys.cli_users import add_commands as add_user_commands
 from recsys.display import console, print_recommendations
@@ -58,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         parent, out = registry.champion(), registry.path(version)
     meta = train(ds, out, cfg, dataset_spec=args.dataset, parent=parent, version=version,
                  stream_position=stream_position, forgotten_through_ms=forgotten_through_ms)
+    if args.registry:
+        registry.record_trained(meta)  # the validation metrics outlive the bundle (`recsys models history`)
     table = Table(title=f"bundle {meta.version} -> {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -186,6 +189,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         if args.action == "live":
             return _models_live(registry, args.version or "list", args.target)
+        if args.action == "history":
+            return models_history(registry, args)
         if args.action == "promote":
             decision = registry.promote(args.version, tolerance=args.tolerance, force=args.force)
             console.print(decision.summary(), soft_wrap=True)
@@ -321,14 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", help="directory for a report with plots")
     e.set_defaults(func=cmd_eval)
 
-    mo = sub.add_parser("models", help="the model registry: list, promote (with the gate), roll back")
-    mo.add_argument("action", choices=["list", "promote", "rollback", "live"])
+    mo = sub.add_parser("models", help="the model registry: list, history, promote (with the gate), roll back")
+    mo.add_argument("action", choices=["list", "history", "promote", "rollback", "live"])
     mo.add_argument("version", nargs="?", help="promote: the version (default: the newest); live: list, add or remove")
     mo.add_argument("target", nargs="?", help="live add/remove: the version")
     mo.add_argument("--registry", required=True, help="model registry directory")
     mo.add_argument("--tolerance", type=float, default=0.005,
                     help="promote: largest allowed drop of validation nDCG@10 versus the champion")
     mo.add_argument("--force", action="store_true", help="promote: skip the metric gate (never the load check)")
+    add_history_arguments(mo)
     mo.set_defaults(func=cmd_models)
 
     fe = sub.add_parser("features", help="feature store maintenance")

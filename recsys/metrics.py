@@ -112,6 +112,21 @@ EXPERIMENT_OUTCOMES_DROPPED = Counter(
     "naming a request_id whose exposure did not arrive within 30 s), mismatched (another user's exposure, or "
     "an item it did not show), evicted (an exposure pushed out of the join by its capacity before its TTL).",
     ["reason"])
+# Online click-through of served lists per model version (the response's model_version), from the same
+# join as the per-arm counts (recsys/experiments/outcomes.py), once across replicas; shadow and forced
+# exposures left out. RecsysPromotedModelCtrDrop compares a new champion's ratio with its predecessor's.
+MODEL_STREAM_IMPRESSIONS = Counter(
+    "recsys_model_stream_impressions_total",
+    "Items shown per model version, counted from the exposures on the event stream once across replicas "
+    "(shadow and forced ones left out): the denominator of the online CTR by version.", ["version"])
+MODEL_CLICKS = Counter(
+    "recsys_model_clicks_total",
+    "Clicks joined by request_id to an exposure of the model version (same user, an item it showed), counted "
+    "once across replicas.", ["version"])
+MODEL_CONVERSIONS = Counter(
+    "recsys_model_conversions_total",
+    "Purchases joined by request_id to an exposure of the model version (same user, an item it showed), "
+    "counted once across replicas.", ["version"])
 EXPERIMENT_CACHE_HITS = Counter(
     "recsys_experiment_cache_hits_total", "Recommend answers served from the per-user cache, per experiment arm.",
     ["experiment", "arm"])

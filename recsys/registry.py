@@ -3,11 +3,15 @@
     MODELS_DIR/<version>/     bundles written by `recsys train --registry MODELS_DIR`
     MODELS_DIR/CHAMPION       the version the services serve by default (replaced atomically)
     MODELS_DIR/LIVE           further versions every service holds too, one per line (A/B arms, shadows)
-    MODELS_DIR/history.jsonl  every promotion and rollback, with the numbers behind it
+    MODELS_DIR/history.jsonl  append-only: every trained bundle with its validation metrics ("trained"), every
+                              promotion, rollback and live-set change, with the numbers behind it
 
 The services poll CHAMPION and LIVE and load or drop versions without restart (recsys/rpc/host.py).
 A candidate becomes champion only through the promotion gate: it must load, and its validation metric
 must not be worse than the champion's by more than a stated tolerance.
+
+The "trained" entries outlive the bundles they describe (a pruned bundle keeps its line), so
+`recsys models history` can show every version's validation metrics over time, promotions marked.
 """
 
 from __future__ import annotations
@@ -25,6 +29,30 @@ LIVE = "LIVE"
 HISTORY = "history.jsonl"
 GATE_METRIC = "valid_ndcg@10"
 DEFAULT_TOLERANCE = 0.005
+
+
+@dataclass
+class TrainedModel:
+    """One version's validation metrics in the history (or, for a bundle without a "trained" line, its
+    metadata: `recorded` False), and when it became champion."""
+
+    version: str
+    created: float
+    dataset: str
+    parent: str | None
+    metrics: dict[str, float]
+    recorded: bool = True
+    champion_at: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """The champion pointer moved: `how` is promote (the gate passed), forced or rollback."""
+
+    at: float
+    version: str
+    before: str | None
+    how: str
 
 
 @dataclass
@@ -109,11 +137,64 @@ class Registry:
         os.replace(tmp, self.root / LIVE)
 
     def history(self) -> list[dict]:
+        return [e for _, e in self._history_lines()]
+
+    def _history_lines(self) -> list[tuple[int, dict]]:
+        """(line number, entry) for each non-blank line; a corrupt line raises BundleError naming file:line."""
+        path = self.root / HISTORY
         try:
-            lines = (self.root / HISTORY).read_text().splitlines()
+            lines = path.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [json.loads(x) for x in lines if x.strip()]
+        out = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BundleError(f"{path}:{n}: not a JSON history entry ({exc.msg})") from exc
+            if not isinstance(entry, dict) or not isinstance(entry.get("event"), str):
+                raise BundleError(f"{path}:{n}: a history entry must be an object with an \"event\" field")
+            out.append((n, entry))
+        return out
+
+    def record_trained(self, meta: BundleMetadata) -> bool:
+        """Append the bundle's validation metrics as a "trained" entry, once per version (`recsys train
+        --registry` does it; a promotion does it for a bundle that arrived without). True if appended."""
+        if any(e["event"] == "trained" and e.get("version") == meta.version for e in self.history()):
+            return False
+        self._log("trained", version=meta.version, created=meta.created, dataset=meta.dataset,
+                  parent=meta.parent, metrics=_numbers(meta.metrics))
+        return True
+
+    def timeline(self) -> tuple[list[TrainedModel], list[ChampionChange]]:
+        """Every version's metrics, oldest first by training time (bundles present without a "trained"
+        line from their metadata), and every change of champion, oldest first."""
+        models: dict[str, TrainedModel] = {}
+        changes: list[ChampionChange] = []
+        path = self.root / HISTORY
+        for n, e in self._history_lines():
+            try:
+                if e["event"] == "trained":
+                    models[e["version"]] = TrainedModel(e["version"], float(e["created"]), str(e.get("dataset", "")),
+                                                        e.get("parent"), _numbers(e.get("metrics") or {}))
+                elif e["event"] == "promote" and e["promoted"]:
+                    changes.append(ChampionChange(float(e["at"]), e["candidate"], e.get("champion_before"),
+                                                  "forced" if e.get("reason") == "forced" else "promote"))
+                elif e["event"] == "rollback":
+                    changes.append(ChampionChange(float(e["at"]), e["to_version"], e.get("from_version"),
+                                                  "rollback"))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise BundleError(f"{path}:{n}: {e['event']} entry with a missing or bad field ({exc!r})") from exc
+        for m in self.bundles():
+            if m.version not in models:
+                models[m.version] = TrainedModel(m.version, m.created, m.dataset, m.parent, _numbers(m.metrics),
+                                                 recorded=False)
+        for c in changes:
+            if c.version in models:
+                models[c.version].champion_at.append(c.at)
+        return sorted(models.values(), key=lambda t: t.created), changes
 
     def _set_champion(self, version: str) -> None:
         tmp = self.root / f".{CHAMPION}.tmp-{os.getpid()}"
@@ -156,6 +237,7 @@ class Registry:
             version = bundles[-1].version
         current = self.champion()
         cand_meta = self.check(version)  # a corrupt candidate never becomes champion, even with force
+        self.record_trained(cand_meta)  # its metrics stay in the history even if the bundle came by copy
         cand_value = cand_meta.metrics.get(metric)
         champ_value = None
         if current and current != version:
@@ -193,3 +275,8 @@ class Registry:
         self._set_champion(target)
         self._log("rollback", from_version=current, to_version=target)
         return target
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    """The numeric metrics (bools and strings left out), as floats for JSON and plotting."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -1,5 +1,7 @@
-"""The `recsys` command end to end: errors name the file and line; recommend prints a table."""
+"""The `recsys` command end to end: errors name the file and line; recommend prints a table; models history
+prints every trained version and writes a plot."""
 
+import shutil
 import subprocess
 import sys
 
@@ -35,3 +37,32 @@ def test_recommend_prints_table(cluster, small_dataset):
 def test_recommend_bad_k_reports_invalid_argument(cluster):
     r = run("recommend", "--user", "x", "--k", "0", "--target", cluster.target)
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stdout and "k must be" in r.stdout
+
+
+def test_models_history_prints_the_table_and_writes_the_plot(tmp_path):
+    """Two versions trained into a registry by `recsys train --registry`, promoted, one pruned: the history
+    keeps both, with the champion marked, and the plot is a PNG."""
+    registry, config = tmp_path / "models", tmp_path / "small.yaml"
+    config.write_text("als: {factors: 16, iterations: 8}\nranker: {num_boost_round: 60}\n"
+                      "n_candidates: 100\nmax_ranker_users: 400\n")
+    for seed in (1, 2):
+        r = run("train", "--dataset", f"synthetic:users=200,items=300,interactions=8000,seed={seed}",
+                "--registry", str(registry), "--config", str(config))
+        assert r.returncode == 0, r.stdout + r.stderr
+    first, second = sorted(p.name for p in registry.iterdir() if p.is_dir())
+    for version in (first, second):
+        r = run("models", "promote", version, "--registry", str(registry), "--force")
+        assert r.returncode == 0 and "PROMOTED" in r.stdout, r.stdout + r.stderr
+    shutil.rmtree(registry / first)  # pruned: its metrics stay in the history
+    plot = tmp_path / "history.png"
+    r = run("models", "history", "--registry", str(registry), "--plot", str(plot))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert first in r.stdout and second in r.stdout and "ndcg@10" in r.stdout
+    assert "champion" in r.stdout and "bundle gone" in r.stdout
+    assert "2 versions, 2 changes of champion" in r.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    r = run("models", "history", "--registry", str(registry), "--metric", "valid_nope", "--plot", "")
+    assert r.returncode == 2 and "valid_nope" in r.stdout
+    (registry / "history.jsonl").open("a").write("{oops\n")
+    r = run("models", "history", "--registry", str(registry))
+    assert r.returncode == 2 and "history.jsonl:5" in r.stdout and "Traceback" not in r.stdout + r.stderr

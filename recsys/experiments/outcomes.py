@@ -4,10 +4,15 @@ offline report's (analysis.py): forced and shadow exposures are left out; an int
 is the same user's and names an item the exposure showed; a click counts a click, a purchase a conversion.
 The ranker's stream-follower child runs it (docs/experiments.md, "Online outcomes").
 
-Bounded: at most `capacity` exposures (oldest first, counted `evicted`), none older than `ttl_s`. Exposures
-outside every experiment are kept as bare request ids (same bounds), so a click on one is known for what it
-is. An interaction naming a request id not seen yet (a click can reach the events topic before the exposure
-writer, which lingers 100 ms, appends its exposure) is parked, at most `park_capacity` of them for at most
+The same join also counts per model version (the Recommend response's `model_version`), for every shown
+exposure, in an experiment or not (forced ones left out: QA traffic): the online click-through of served
+lists by version that the promotion alert compares (`drain_versions`).
+
+Bounded: at most `capacity` exposures in experiments (oldest first, counted `evicted`) and as many outside
+every experiment (held for their version's counts, and so that a click on one is known for what it is;
+their losses are not counted: that counter is about arms), none older than `ttl_s`. An interaction naming
+a request id not seen yet (a click can reach the events topic before the exposure writer, which lingers
+100 ms, appends its exposure) is parked, at most `park_capacity` of them for at most
 `park_s` each, and joined when its exposure comes, else counted `unmatched`. Time is record time, the
 newest exposure's accepted_at_ms: catching up on a backlog expires nothing early. Delivery is at-least-once,
 so an interaction counts once per event id. Not thread-safe: callers lock.
@@ -36,10 +41,13 @@ class _Shown:
     """One exposure held. Its items are kept as their str hashes (a 64-bit array: a fifth of the memory of
     the strings; a false match has odds of 2^-64): about 0.5 KB per exposure of 10 items."""
 
-    __slots__ = ("at", "user", "arms", "items", "counted")
+    __slots__ = ("at", "user", "arms", "version", "items", "counted")
 
-    def __init__(self, at: int, user: str, arms: Arms, items: array, counted: set[str] | None):
-        self.at, self.user, self.arms, self.items, self.counted = at, user, arms, items, counted
+    def __init__(self, at: int, user: str, arms: Arms, version: str | None, items: array,
+                 counted: set[str] | None):
+        """`version`: the model version the exposure counts for, None for none (a forced one)."""
+        self.at, self.user, self.arms, self.version, self.items = at, user, arms, version, items
+        self.counted = counted
 
 
 def arms_of(exposure: spb.Exposure) -> Arms:
@@ -47,6 +55,13 @@ def arms_of(exposure: spb.Exposure) -> Arms:
     if exposure.shadow:
         return ()
     return tuple((a.experiment, a.arm) for a in exposure.assignments if not a.forced)
+
+
+def version_of(exposure: spb.Exposure) -> str | None:
+    """The model version an exposure's items and clicks count for: none for a shadow or a forced one."""
+    if exposure.shadow or not exposure.model_version or any(a.forced for a in exposure.assignments):
+        return None
+    return exposure.model_version
 
 
 class OutcomeJoin:
@@ -57,12 +72,14 @@ class OutcomeJoin:
         self.park_capacity = max(0, int(park_capacity))
         self.park_ms = int(park_s * 1000)
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
-        self._outside: OrderedDict[str, int] = OrderedDict()  # request id -> accepted_at_ms
+        self._outside: OrderedDict[str, _Shown] = OrderedDict()  # exposures in no experiment
         self._parked: OrderedDict[str, list[tuple[int, str, str, str, str]]] = OrderedDict()
         self._n_parked = 0
         self._clock = 0
         self._arms: dict[Arms, Arms] = {}  # one tuple per distinct assignment, shared by the exposures
+        self._versions: dict[str, str] = {}  # one str per version, shared by the exposures
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._by_version: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -81,25 +98,28 @@ class OutcomeJoin:
         at, rid = rec.accepted_at_ms, exp.request_id
         self._clock = max(self._clock, at)
         arms = arms_of(exp)
-        if arms:
-            arms = self._arms.setdefault(arms, arms)
-            if count:
-                self.impressions(rec)
-            old = self._shown.pop(rid, None)
-            self._shown[rid] = _Shown(at, exp.user_id, arms, array("q", [hash(it.item_id) for it in exp.items]),
-                                      old.counted if old is not None else None)
-        else:
-            self._outside.pop(rid, None)
-            self._outside[rid] = at
+        version = version_of(exp)
+        if version is not None:
+            version = self._versions.setdefault(version, version)
+        if count:
+            self.impressions(rec)
+        old = self._shown.pop(rid, None) or self._outside.pop(rid, None)
+        held = self._shown if arms else self._outside
+        items = array("q", [hash(it.item_id) for it in exp.items]) if arms or version else array("q")
+        held[rid] = _Shown(at, exp.user_id, self._arms.setdefault(arms, arms), version, items,
+                           old.counted if old is not None else None)
         for _, event_id, user, item, kind in self._parked.pop(rid, ()):
             self._n_parked -= 1
             self._join(rid, event_id, user, item, kind)
         self._expire()
 
     def impressions(self, rec: spb.StreamRecord) -> None:
-        """Count an exposure's items as impressions of each of its arms."""
+        """Count an exposure's items as impressions of each of its arms and of its model version."""
         for experiment, arm in arms_of(rec.exposure):
             self._counts[(experiment, arm, "impressions")] += len(rec.exposure.items)
+        version = version_of(rec.exposure)
+        if version is not None:
+            self._by_version[(version, "impressions")] += len(rec.exposure.items)
 
     def interaction(self, rec: spb.StreamRecord) -> None:
         """Join a click or a purchase that names a request id; other records are ignored."""
@@ -124,10 +144,10 @@ class OutcomeJoin:
 
     def forget(self, user_id: str) -> int:
         """Users/Forget: drop the user's held exposures and parked interactions (counts already made stay:
-        they are per arm, not per user); returns how many exposures went."""
-        shown = [rid for rid, s in self._shown.items() if s.user == user_id]
-        for rid in shown:
-            del self._shown[rid]
+        they are per arm and version, not per user); returns how many exposures went."""
+        shown = [(held, rid) for held in (self._shown, self._outside) for rid, s in held.items() if s.user == user_id]
+        for held, rid in shown:
+            del held[rid]
         for rid in list(self._parked):
             kept = [p for p in self._parked[rid] if p[2] != user_id]
             self._n_parked -= len(self._parked[rid]) - len(kept)
@@ -145,22 +165,44 @@ class OutcomeJoin:
         self._dropped.clear()
         return counts, dropped
 
+    def drain_versions(self) -> dict[tuple[str, str], int]:
+        """The counts per model version since the last drain, {(version, kind): n} with kind in KINDS;
+        they start over."""
+        counts = dict(self._by_version)
+        self._by_version.clear()
+        return counts
+
     def _join(self, rid: str, event_id: str, user: str, item: str, kind: str) -> bool:
         """Count the interaction if it joins; False when its request id is unknown (yet)."""
         shown = self._shown.get(rid)
         if shown is None:
-            return rid in self._outside
+            outside = self._outside.get(rid)
+            if outside is None:
+                return False
+            if outside.version is not None and outside.user == user and hash(item) in outside.items \
+                    and self._first(outside, event_id):
+                self._by_version[(outside.version, kind)] += 1
+            return True
         if shown.user != user or hash(item) not in shown.items:
             self._dropped["mismatched"] += 1
             return True
+        if not self._first(shown, event_id):
+            return True  # redelivered
+        for experiment, arm in shown.arms:
+            self._counts[(experiment, arm, kind)] += 1
+        if shown.version is not None:
+            self._by_version[(shown.version, kind)] += 1
+        return True
+
+    @staticmethod
+    def _first(shown: _Shown, event_id: str) -> bool:
+        """False for an interaction already counted on this exposure (at-least-once delivery)."""
         if event_id:
             if shown.counted is None:
                 shown.counted = set()
             elif event_id in shown.counted:
-                return True  # redelivered
+                return False
             shown.counted.add(event_id)
-        for experiment, arm in shown.arms:
-            self._counts[(experiment, arm, kind)] += 1
         return True
 
     def _expire(self) -> None:
@@ -172,7 +214,7 @@ class OutcomeJoin:
             if oldest.at >= cutoff:  # pushed out by the capacity before its TTL
                 self._dropped["evicted"] += 1
             self._shown.popitem(last=False)
-        while self._outside and (next(iter(self._outside.values())) < cutoff or len(self._outside) > self.capacity):
+        while self._outside and (next(iter(self._outside.values())).at < cutoff or len(self._outside) > self.capacity):
             self._outside.popitem(last=False)
         cutoff = self._clock - self.park_ms
         while self._parked:

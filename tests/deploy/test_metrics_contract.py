@@ -36,7 +36,10 @@ EXPECTED = {
                    # issue 9: Feedback/Send, the exposure log, the per-user cache
                    "recsys_feedback_events_total", "recsys_stream_append_failures_total", "recsys_exposures_total",
                    "recsys_exposures_dropped_total", "recsys_cache_requests_total",
-                   "recsys_cache_invalidations_total"},
+                   "recsys_cache_invalidations_total",
+                   # issue 12: online CTR by model version (RecsysPromotedModelCtrDrop, the dashboard)
+                   "recsys_model_stream_impressions_total", "recsys_model_clicks_total",
+                   "recsys_model_conversions_total"},
     "candidate_svc": {"recsys_candidates_total"},
     "feature_svc": {"recsys_feature_last_update_timestamp_seconds", "recsys_feature_events_total"},
 }
@@ -104,19 +107,21 @@ def _scrape(svc) -> tuple[str, dict]:
     return text, {fam.name: fam for fam in text_string_to_metric_families(text)}
 
 
-def _feedback(target: str, items: list[str]) -> None:
-    """Feedback/Send through the proto stubs: interactions (one sent twice: a duplicate), a new item and an
-    invalid event, so every outcome and both consumer groups get samples."""
+def _feedback(target: str, items: list[str], user: str, request_id: str) -> None:
+    """Feedback/Send through the proto stubs: interactions (one sent twice: a duplicate; one a click on the
+    answer `request_id` gave `user`, joined to its exposure per model version), a new item and an invalid
+    event, so every outcome and both consumer groups get samples."""
     from recsys.v1 import feedback_pb2 as fpb
     from recsys.v1 import feedback_pb2_grpc as fpb_grpc
 
-    def interaction(user, item):
-        ev = fpb.FeedbackEvent(event_id=uuid.uuid4().hex,
-                               interaction=fpb.Interaction(user_id=user, item_id=item, type="click"))
+    def interaction(user, item, request_id=""):
+        ev = fpb.FeedbackEvent(event_id=uuid.uuid4().hex, interaction=fpb.Interaction(
+            user_id=user, item_id=item, type="click", request_id=request_id))
         ev.timestamp.GetCurrentTime()
         return ev
 
     events = [interaction(f"u{i % 5}", item) for i, item in enumerate(items[:10])]
+    events.append(interaction(user, items[0], request_id))
     new_item = fpb.FeedbackEvent(event_id=uuid.uuid4().hex, item=fpb.ItemUpsert(
         item_id=f"contract-{uuid.uuid4().hex[:8]}", title="a new item", categories=["news"]))
     new_item.timestamp.GetCurrentTime()
@@ -127,6 +132,10 @@ def _feedback(target: str, items: list[str]) -> None:
         again = stub.Send(fpb.SendRequest(events=events[:1]), timeout=10)
     assert first.accepted == len(events) + 1 and len(first.rejected) == 1, first
     assert again.duplicates == 1, again
+
+
+def _joined_clicks(families: dict) -> float:
+    return sum(s.value for f in families.values() for s in f.samples if s.name == "recsys_model_clicks_total")
 
 
 def _applied(families: dict, group_pattern: str) -> float:
@@ -147,16 +156,19 @@ def scraped(cluster):
         client.recommend("someone-never-seen", 5)
         client.recommend("3", 5, explain=True)
         # A known user twice: computed and cached, then a cache hit (cold-start answers are not cached).
-        items = [it.item_id for it in client.recommend("u7", 10).items]
+        answer = client.recommend("u7", 10)
+        items = [it.item_id for it in answer.items]
         client.recommend("u7", 10)
         with pytest.raises(grpc.RpcError) as bad:
             client.recommend("3", 0)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _feedback(cluster.target, items)
+    _feedback(cluster.target, items, "u7", answer.request_id)
     deadline = time.monotonic() + 30
     for name, pattern in CONSUMER_GROUPS.items():
         while _applied(_scrape(cluster.services[name])[1], pattern) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
+    while not _joined_clicks(_scrape(cluster.services["ranker_svc"])[1]) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the stream follower's join sends its counts every 0.5 s
     return {name: _scrape(svc) for name, svc in cluster.services.items()}
 
 
@@ -246,3 +258,15 @@ def test_consumer_groups_emit_their_series(scraped, service):
     assert _applied(scraped[service][1], pattern) > 0, f"{service}: group {pattern} applied nothing in 30 s"
     bounds = {s.labels["le"] for s in _samples(scraped, service, "recsys_event_visible_seconds_bucket")}
     assert bounds >= VISIBLE_BOUNDS, f"{service}: the objectives must be bucket bounds, got {sorted(bounds)}"
+
+
+def test_online_ctr_by_model_version(scraped):
+    """RecsysPromotedModelCtrDrop and the CTR panel: without an experiments file the ranker's stream follower
+    counts the items each model version showed and joins the click that names its answer's request_id."""
+    versions = {s.labels["version"] for s in _samples(scraped, "ranker_svc", "recsys_model_info")
+                if s.labels.get("component") == "ranker_svc"}
+    shown = {s.labels["version"]: s.value
+             for s in _samples(scraped, "ranker_svc", "recsys_model_stream_impressions_total")}
+    clicks = {s.labels["version"]: s.value for s in _samples(scraped, "ranker_svc", "recsys_model_clicks_total")}
+    assert set(shown) <= versions and any(v > 0 for v in shown.values()), shown
+    assert clicks and set(clicks) <= set(shown) and sum(clicks.values()) >= 1, clicks

@@ -1,6 +1,7 @@
 """The online join of exposures to clicks and purchases (recsys/experiments/outcomes.py), on records built
 here through the real codec: the join rules are the offline report's, the buffers are bounded in size and
-in record time, and what cannot be joined is counted."""
+in record time, and what cannot be joined is counted. The same join counts per model version, in an
+experiment or not (the online CTR by version)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ ITEMS = [f"i{p}" for p in range(5)]
 
 
 def exposure(rid: str, user: str = "u1", at: int = T0, arms: tuple[tuple[str, str, bool], ...] = (("exp", "a", False),),
-             shadow: bool = False, items: list[str] = ITEMS) -> spb.StreamRecord:
-    e = spb.Exposure(request_id=rid, user_id=user, model_version="v", shadow=shadow,
+             shadow: bool = False, items: list[str] = ITEMS, version: str = "v") -> spb.StreamRecord:
+    e = spb.Exposure(request_id=rid, user_id=user, model_version=version, shadow=shadow,
                      items=[spb.ExposedItem(item_id=it, position=p) for p, it in enumerate(items)],
                      assignments=[rpb.Assignment(experiment=x, arm=a, forced=f) for x, a, f in arms])
     return decode(encode_exposure(e, at))
@@ -148,3 +149,77 @@ def test_impressions_can_be_counted_apart_from_holding():
     j.impressions(exposure("r2", arms=(("exp", "b", True),)))
     j.impressions(exposure("r3", shadow=True))
     assert j.drain()[0] == {("exp", "a", "impressions"): 5}
+
+
+# -- per model version (recsys_model_*_total): every shown exposure counts, in an experiment or not ----------
+
+def test_counts_per_version_inside_and_outside_experiments():
+    j = OutcomeJoin()
+    j.exposure(exposure("r1", version="v1"))  # in experiment exp, arm a
+    j.exposure(exposure("r2", arms=(), version="v2"))  # in no experiment
+    j.exposure(exposure("r3", user="u2", arms=(), version="v2"))
+    for rec in (event("r1"), event("r2", item="i1"), event("r2", "purchase", item="i2"),
+                event("r3", user="u1"),  # another user's exposure: not counted, and not an arm's loss
+                event("r2", item="not-shown"), event("r2", "view")):
+        j.interaction(rec)
+    assert j.drain_versions() == {("v1", "impressions"): 5, ("v2", "impressions"): 10, ("v1", "clicks"): 1,
+                                  ("v2", "clicks"): 1, ("v2", "conversions"): 1}
+    assert j.drain() == ({("exp", "a", "impressions"): 5, ("exp", "a", "clicks"): 1}, {})
+    assert j.parked == 0 and j.drain_versions() == {}  # drained counts start over
+
+
+def test_forced_shadow_and_unversioned_exposures_count_for_no_version():
+    j = OutcomeJoin()
+    j.exposure(exposure("forced", arms=(("exp", "a", True),), version="v1"))  # QA traffic
+    j.exposure(exposure("forced-outside", arms=(("exp", "a", True), ("other", "x", False)), version="v1"))
+    j.exposure(exposure("dark", arms=(("dark", "shadow", False),), shadow=True, version="v2"))
+    j.exposure(exposure("bare", arms=(), version=""))
+    for rid in ("forced", "forced-outside", "bare"):
+        j.interaction(event(rid))
+    assert j.drain_versions() == {}
+    assert j.drain()[0] == {("other", "x", "impressions"): 5, ("other", "x", "clicks"): 1}
+    j.impressions(exposure("dark", shadow=True, version="v2"))
+    j.impressions(exposure("forced", arms=(("exp", "a", True),), version="v1"))
+    assert j.drain_versions() == {}
+
+
+def test_a_redelivered_click_on_an_exposure_outside_experiments_counts_once():
+    j = OutcomeJoin()
+    j.exposure(exposure("r1", arms=(), version="v1"), count=False)
+    j.interaction(event("r1", event_id="e1"))
+    j.exposure(exposure("r1", arms=(), version="v1"), count=False)  # the exposure redelivered too
+    j.interaction(event("r1", event_id="e1"))
+    j.interaction(event("r1", item="i1", event_id="e2"))
+    assert j.drain_versions() == {("v1", "clicks"): 2}
+
+
+def test_a_click_before_its_outside_exposure_is_parked_then_counted_for_its_version():
+    j = OutcomeJoin()
+    j.exposure(exposure("r0", arms=(), at=T0))
+    j.interaction(event("r1", at=T0 + 50))
+    assert j.parked == 1
+    j.exposure(exposure("r1", arms=(), version="v3", at=T0 + 20))
+    assert j.parked == 0 and j.drain_versions() == {("v", "impressions"): 5, ("v3", "impressions"): 5,
+                                                     ("v3", "clicks"): 1}
+
+
+def test_forget_drops_the_users_exposures_outside_experiments():
+    j = OutcomeJoin()
+    j.exposure(exposure("r1", arms=(), version="v1"), count=False)
+    j.exposure(exposure("r2", user="u2", arms=(), version="v1"), count=False)
+    j.exposure(exposure("r3", version="v1"), count=False)  # in an experiment
+    assert j.forget("u1") == 2
+    j.interaction(event("r1"))  # its exposure is gone: unknown, parked until it expires
+    j.interaction(event("r2", user="u2"))
+    assert j.parked == 1 and j.drain_versions() == {("v1", "clicks"): 1}
+
+
+def test_exposures_outside_experiments_are_bounded_without_counting_arm_losses():
+    j = OutcomeJoin(capacity=2, ttl_s=60)
+    for k in range(3):
+        j.exposure(exposure(f"r{k}", arms=(), at=T0 + k), count=False)
+    j.exposure(exposure("late", arms=(), at=T0 + 61_000), count=False)  # r0..r2 now older than the TTL
+    assert j.drain() == ({}, {})
+    for rid in ("r0", "late"):
+        j.interaction(event(rid, at=T0 + 61_500))
+    assert j.drain_versions() == {("v", "clicks"): 1} and j.parked == 1

@@ -1,9 +1,11 @@
 """Promotion swaps the served version with zero failed calls; a corrupt bundle is rejected and the old
-version keeps serving."""
+version keeps serving. The registry's history keeps every version's validation metrics and every change of
+champion, and names a corrupt line by file and line."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -165,3 +167,69 @@ def test_fresh_registry_waits_not_serving_until_first_promotion(small_bundle, tm
     assert seen["early"][0] == grpc.StatusCode.UNAVAILABLE
     assert "no model" in seen["early"][1] or "backend unhealthy" in seen["early"][1], seen["early"]
     assert resp.model_version == "first" and len(resp.items) == 5
+
+
+# -- the registry history: validation metrics per version, changes of champion (`recsys models history`) ----
+
+def _created(registry: Registry, version: str, created: float) -> None:
+    path = registry.path(version) / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["created"] = created
+    path.write_text(json.dumps(meta))
+
+
+def test_trained_metrics_are_recorded_once_per_version(small_bundle, tmp_path):
+    registry = Registry(tmp_path / "models")
+    registry.root.mkdir()
+    a = copy_as(small_bundle, registry, "a")
+    meta = read_metadata(registry.path(a))
+    assert registry.record_trained(meta) and not registry.record_trained(meta)
+    (entry,) = [e for e in registry.history() if e["event"] == "trained"]
+    assert entry["version"] == "a" and entry["created"] == meta.created
+    assert entry["metrics"]["valid_ndcg@10"] == meta.metrics["valid_ndcg@10"]
+    assert all(isinstance(v, float) for v in entry["metrics"].values())
+    b = copy_as(small_bundle, registry, "b")  # arrived by copy, without a "trained" line
+    assert registry.promote(b, force=True).promoted
+    assert registry.promote(b).reason == "already the champion"
+    assert [e["version"] for e in registry.history() if e["event"] == "trained"] == ["a", "b"]
+
+
+def test_timeline_orders_versions_and_marks_every_change_of_champion(small_bundle, tmp_path):
+    registry = Registry(tmp_path / "models")
+    registry.root.mkdir()
+    for version, created in (("a", 1000.0), ("untracked", 1500.0), ("b", 2000.0), ("c", 3000.0)):
+        copy_as(small_bundle, registry, version)
+        _created(registry, version, created)
+    meta = json.loads((registry.path("b") / "metadata.json").read_text())
+    meta["metrics"]["valid_ndcg@10"] -= 0.05
+    (registry.path("b") / "metadata.json").write_text(json.dumps(meta))
+    assert registry.promote("a").promoted
+    assert not registry.promote("b", tolerance=0.01).promoted  # rejected: no change, but its metrics are kept
+    assert registry.promote("c", force=True).promoted
+    assert registry.rollback() == "a"
+    shutil.rmtree(registry.path("c"))  # a pruned bundle keeps its line
+    models, changes = registry.timeline()
+    assert [m.version for m in models] == ["a", "untracked", "b", "c"]
+    assert [m.recorded for m in models] == [True, False, True, True]
+    assert [(c.version, c.before, c.how) for c in changes] == [("a", None, "promote"), ("c", "a", "forced"),
+                                                               ("a", "c", "rollback")]
+    assert [c.at for c in changes] == sorted(c.at for c in changes)
+    by_version = {m.version: m for m in models}
+    assert by_version["a"].champion_at == [changes[0].at, changes[2].at]
+    assert by_version["c"].champion_at == [changes[1].at] and by_version["b"].champion_at == []
+    assert by_version["b"].metrics["valid_ndcg@10"] == pytest.approx(meta["metrics"]["valid_ndcg@10"])
+    assert by_version["untracked"].metrics == by_version["a"].metrics  # read from its metadata
+
+
+@pytest.mark.parametrize(("line", "says"), [("{not json", "not a JSON history entry"),
+                                            ('["trained"]', 'must be an object with an "event" field'),
+                                            ('{"event": "rollback", "at": 5}', "rollback entry with a missing")])
+def test_a_corrupt_history_line_is_named_by_file_and_line(tmp_path, line, says):
+    from recsys.bundle import BundleError
+
+    registry = Registry(tmp_path / "models")
+    registry.root.mkdir()
+    good = json.dumps({"event": "trained", "at": 1, "version": "a", "created": 1, "metrics": {"valid_x": 0.5}})
+    (registry.root / "history.jsonl").write_text(f"{good}\n\n{line}\n")
+    with pytest.raises(BundleError, match=rf"history\.jsonl:3: .*{re.escape(says)}"):
+        registry.timeline()

@@ -1,6 +1,7 @@
 """The ranker's stream follower with experiments and no in-process cache, on a real disk log: its child
 joins clicks and purchases to the exposures they name and sends per-arm counts (and no cache notes), the
-ranker's side turns them into metrics, and stopping deletes only the replica's own group."""
+ranker's side turns them into metrics (per arm, and per model version for every exposure, in an experiment or
+not), and stopping deletes only the replica's own group."""
 
 from __future__ import annotations
 
@@ -30,20 +31,23 @@ def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def _exposure(rid: str, user: str, arm: str) -> bytes:
+    """An exposure of model version "v" in arm `arm` of experiment "exp" ("" for none)."""
     e = spb.Exposure(request_id=rid, user_id=user, model_version="v",
                      items=[spb.ExposedItem(item_id=f"i{p}", position=p) for p in range(3)],
-                     assignments=[rpb.Assignment(experiment="exp", arm=arm)])
+                     assignments=[rpb.Assignment(experiment="exp", arm=arm)] if arm else [])
     return encode_exposure(e, now_ms())
 
 
 def _append_outcomes(url: str) -> None:
-    """Clicks from another replica, the first before its exposure; a purchase; a click on another item."""
+    """Clicks from another replica, the first before its exposure; a purchase; a click on another item; an
+    exposure in no experiment and a click on it (counted for its model version only)."""
     events, exposures = open_stream(url), open_stream(topic_url(url, EXPOSURE_TOPIC))
     early = interaction("u1", "i0", "click", request_id="r1")
     events.append([(early.event_id, encode_event(early, now_ms(), producer="another-replica"))])
-    exposures.append([(None, _exposure("r1", "u1", "a")), (None, _exposure("r2", "u2", "b"))])
+    exposures.append([(None, _exposure("r1", "u1", "a")), (None, _exposure("r2", "u2", "b")),
+                      (None, _exposure("r3", "u3", ""))])
     later = [interaction("u1", "i2", "purchase", request_id="r1"), interaction("u2", "i1", "click", request_id="r2"),
-             interaction("u2", "nope", "click", request_id="r2")]
+             interaction("u2", "nope", "click", request_id="r2"), interaction("u3", "i0", "click", request_id="r3")]
     events.append([(ev.event_id, encode_event(ev, now_ms(), producer="another-replica")) for ev in later])
 
 
@@ -63,9 +67,11 @@ def test_with_experiments_only_the_child_sends_outcomes_and_no_notes(tmp_path):
     dropped: dict = {}
     kinds = set()
     metrics: dict = {}
+    versions: dict = {}
     deadline = time.monotonic() + 15
-    done = (1, 1, {"mismatched": 1})
-    while (counts.get(("exp", "b", "clicks")), counts.get(("exp", "a", "conversions")), dropped) != done:
+    done = (1, 1, {"mismatched": 1}, 3)
+    while (counts.get(("exp", "b", "clicks")), counts.get(("exp", "a", "conversions")), dropped,
+           versions.get(("v", "clicks"))) != done:
         assert time.monotonic() < deadline, f"no outcomes from the child: {counts}"
         if reader.poll(0.1):
             message = reader.recv()
@@ -75,6 +81,9 @@ def test_with_experiments_only_the_child_sends_outcomes_and_no_notes(tmp_path):
                     counts[key] = counts.get(key, 0) + n
                 for key, n in message[2].items():
                     dropped[key] = dropped.get(key, 0) + n
+            elif message[0] == "versions":
+                for key, n in message[1].items():
+                    versions[key] = versions.get(key, 0) + n
             elif message[0] == "metrics":
                 metrics = message[1]
     reader.close()  # the child sees a broken pipe and stops its loops
@@ -83,6 +92,7 @@ def test_with_experiments_only_the_child_sends_outcomes_and_no_notes(tmp_path):
     assert counts == {("exp", "a", "impressions"): 3, ("exp", "b", "impressions"): 3, ("exp", "a", "clicks"): 1,
                       ("exp", "a", "conversions"): 1, ("exp", "b", "clicks"): 1}
     assert dropped == {"mismatched": 1}
+    assert versions == {("v", "impressions"): 9, ("v", "clicks"): 3, ("v", "conversions"): 1}
     assert "notes" not in kinds  # no cache job: foreign interactions are not forwarded
     assert set(metrics) == set(groups.values())
 
@@ -100,6 +110,9 @@ def test_the_follower_exports_per_arm_outcomes_and_deletes_only_its_own_group(tm
     names = ("recsys_experiment_clicks_total", "recsys_experiment_conversions_total",
              "recsys_experiment_stream_impressions_total")
     before = {(n, arm): _sample(n, experiment="exp", arm=arm) for n in names for arm in "ab"}
+    by_version = ("recsys_model_stream_impressions_total", "recsys_model_clicks_total",
+                  "recsys_model_conversions_total")
+    before_version = {n: _sample(n, version="v") for n in by_version}
     mismatched = _sample("recsys_experiment_outcomes_dropped_total", reason="mismatched")
     groups = outcome_groups()
     applied = _sample("recsys_stream_consumer_applied_total", group=groups["events"])
@@ -113,6 +126,9 @@ def test_the_follower_exports_per_arm_outcomes_and_deletes_only_its_own_group(tm
         want = {(names[0], "a"): 1, (names[0], "b"): 1, (names[1], "a"): 1, (names[1], "b"): 0,
                 (names[2], "a"): 3, (names[2], "b"): 3}
         _wait_for(lambda: delta() == want, 30, "the per-arm outcomes in the ranker's metrics")
+        _wait_for(lambda: {n: _sample(n, version="v") - v for n, v in before_version.items()}
+                  == dict(zip(by_version, (9, 3, 1), strict=True)), 10,
+                  "the per-version outcomes in the ranker's metrics")
         assert _sample("recsys_experiment_outcomes_dropped_total", reason="mismatched") == mismatched + 1
         _wait_for(lambda: _sample("recsys_stream_consumer_applied_total", group=groups["events"]) >= applied + 2, 5,
                   "the child's consumer metrics in the ranker")
