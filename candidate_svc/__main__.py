@@ -8,7 +8,7 @@ from recsys.rpc.server import run
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(CandidateSettings, argv, "candidate_svc", "Candidate retrieval (gRPC).")
-    run(lambda: serve(settings), "candidate_svc", settings.log_format)
+    run(lambda: serve(settings), "candidate_svc", settings.log_format, settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ class CandidateSettings:
     port: int = setting("port", 50052)
     metrics_port: int = setting("metrics_port", 9102)
     log_format: str = setting("log_format")
+    event_loop: str = setting("event_loop")
     registry: str = setting("registry")
     reload_interval_s: float = setting("reload_interval_s")
     bundle: list[str] = setting("bundle")

@@ -8,7 +8,7 @@ from recsys.rpc.server import run
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(FeatureSettings, argv, "feature_svc", "Online feature store (gRPC).")
-    run(lambda: serve(settings), "feature_svc", settings.log_format)
+    run(lambda: serve(settings), "feature_svc", settings.log_format, settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from recsys.rpc.server import run
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(RankerSettings, argv, "ranker_svc", "Recommend API: ranking and diversity (gRPC).")
-    run(lambda: serve(settings), "ranker_svc", settings.log_format)
+    run(lambda: serve(settings), "ranker_svc", settings.log_format, settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ class RankerSettings:
     port: int = setting("port", 50051)
     metrics_port: int = setting("metrics_port", 9101)
     log_format: str = setting("log_format")
+    event_loop: str = setting("event_loop")
     bundle: list[str] = setting("bundle")
     registry: str = setting("registry")
     reload_interval_s: float = setting("reload_interval_s")

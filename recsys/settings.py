@@ -42,6 +42,8 @@ _DEFS = [
     Setting("registry", "", "model registry directory: hold its champion and live versions, follow changes "
             "(instead of --bundle)", ALL),
     Setting("reload_interval_s", 30.0, "how often to check the registry", ALL, (0.05, 86_400)),
+    Setting("event_loop", "uvloop", "the serving event loop: uvloop (libuv: less work per call and a far shorter "
+            "latency tail, docs/feedback-loop.md) or asyncio (the standard library's)", ALL),
     Setting("default_version", "", "version served when a request names none (default: the first bundle or "
             "the champion)", ALL),
     Setting("storage", "embedded://", "feature storage URL: embedded:// or redis://host:port/db", F),
