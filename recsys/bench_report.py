@@ -47,10 +47,13 @@ def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: rando
     v = out["visible"]
     t.add_row("event → visible in feature_svc", str(v.get("n", 0)), f"{v.get('p50_ms', 0):.2f}",
               f"{v.get('p99_ms', 0):.2f}", f"{v['not_visible']} not visible in 5 s")
-    notes = {"hit": f"hit ratio {out['cache']['hit'].get('hit_ratio', 0):.2f}", "miss": "",
-             "noop": "the floor: a call that does nothing"}
+    notes = {"hit": f"right after its miss; hit ratio {out['cache']['hit'].get('hit_ratio', 0):.2f}", "miss": "",
+             "noop": "the floor: a call that does nothing",
+             "hit_pass": f"a pass of hits alone; hit ratio {out['cache']['hit_pass'].get('hit_ratio', 0):.2f}",
+             "noop_pass": "the floor, beside that pass"}
     for name, label in (("miss", "Recommend, cache miss"), ("hit", "Recommend, cache hit"),
-                        ("noop", "health Check, same channel")):
+                        ("noop", "health Check, same channel"), ("hit_pass", "Recommend, cache hit"),
+                        ("noop_pass", "health Check, same channel")):
         c = out["cache"][name]
         t.add_row(label, str(c["n"]), f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", notes[name])
     for name in ("on", "off"):

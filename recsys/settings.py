@@ -15,6 +15,11 @@ AFFINITY_WINDOW = 20    # most recent history items whose categories and embeddi
 DIVERSITY_LAMBDA = 0.8  # MMR λ (1 = no diversification)
 MMR_POOL = 100          # top candidates MMR re-ranks
 FRESH_SHARE = 0.1       # share of a list reserved for items added at run time, when there are candidates
+RERANKERS = ("mmr", "calibrated", "category_caps", "longtail")  # recsys/pipeline/rerank.py
+RERANKER = "mmr"        # the default re-ranker (the others: recsys/ranking/{calibrated,category_caps,exposure}.py)
+CALIBRATION_LAMBDA = 0.5  # calibrated: weight of KL miscalibration against relevance
+CATEGORY_CAP = 3        # category_caps: most items of one category in a list
+LONGTAIL_BETA = 0.2     # longtail: share of the score given to unpopularity
 
 ALL = ("feature_svc", "candidate_svc", "ranker_svc")
 F, C, R = ("feature_svc",), ("candidate_svc",), ("ranker_svc",)
@@ -91,6 +96,14 @@ _DEFS = [
             "caller's deadline)", R, (1, 600_000)),
     Setting("diversity_lambda", DIVERSITY_LAMBDA, "default MMR λ (1 = no diversification)", R, (0.0, 1.0)),
     Setting("mmr_pool", MMR_POOL, "top candidates considered by MMR", R, (1, 100_000)),
+    Setting("reranker", RERANKER, "default re-ranker of the top mmr_pool candidates: mmr, calibrated (the list's "
+            "category mix follows the user's history, Steck 2018), category_caps or longtail", R),
+    Setting("calibration_lambda", CALIBRATION_LAMBDA, "calibrated re-ranker: weight of miscalibration against "
+            "relevance (0 = relevance order)", R, (0.0, 1.0)),
+    Setting("category_cap", CATEGORY_CAP, "category_caps re-ranker: most items of one category in a list", R,
+            (1, 10_000)),
+    Setting("longtail_beta", LONGTAIL_BETA, "longtail re-ranker: share of the score given to less popular items "
+            "(0 = relevance order)", R, (0.0, 1.0)),
     Setting("max_k", 200, "largest k a request may ask for", R, (1, 10_000)),
     Setting("fresh_share", FRESH_SHARE, "share of each list reserved for items added since training (item upserts; "
             "the ranker has no signal for them yet), filled only by retrieved ones", R, (0.0, 1.0)),
