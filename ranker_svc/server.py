@@ -23,6 +23,9 @@ from ranker_svc.experiments import LiveExperiments
 from ranker_svc.exposures import ExposureLog
 from ranker_svc.feedback import FeedbackServicer
 from ranker_svc.forget import UsersServicer
+from ranker_svc.rerank_request import FIELDS as RERANK_FIELDS
+from ranker_svc.rerank_request import overrides as rerank_overrides
+from ranker_svc.rerank_request import problem as rerank_problem
 from ranker_svc.settings import RankerSettings
 from ranker_svc.shadows import ShadowRunner
 from ranker_svc.stream_follower import StreamFollower
@@ -68,7 +71,7 @@ DEPENDENCY_LOG = RateLimitedLog(log)  # a dependency down under load fails ~1,00
 _RESERVE_S = 0.02  # at most this (and 10%) of the caller's deadline is kept for a degraded answer
 CALLER_SERVICES = ("recsys.v1.Recommender", "recsys.v1.Feedback", "recsys.v1.ModelVersions",  # in the callers file
                    "recsys.v1.Users")
-_PIPELINE_OVERRIDES = ("n_candidates", "source_quotas", "diversity_lambda")  # an arm's settings the pipeline takes
+_PIPELINE_OVERRIDES = ("n_candidates", "source_quotas", "diversity_lambda", *RERANK_FIELDS)  # an arm's settings
 
 
 def validate(request: pb.RecommendRequest, max_k: int, limits: RequestLimits | None = None) -> str | None:
@@ -84,6 +87,8 @@ def validate(request: pb.RecommendRequest, max_k: int, limits: RequestLimits | N
         lam = request.diversity_lambda
         if math.isnan(lam) or not 0.0 <= lam <= 1.0:
             return f"diversity_lambda must be in [0, 1], got {lam}"
+    if problem := rerank_problem(request):
+        return problem
     if request.request_id:
         return request_id_problem(request.request_id)
     return None
@@ -128,7 +133,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.pipeline = PipelineConfig(n_candidates=settings.n_candidates, history_window=settings.history_window,
                                        affinity_window=settings.affinity_window,
                                        diversity_lambda=settings.diversity_lambda, mmr_pool=settings.mmr_pool,
-                                       fresh_share=settings.fresh_share)
+                                       fresh_share=settings.fresh_share, reranker=settings.reranker,
+                                       calibration_lambda=settings.calibration_lambda,
+                                       category_cap=settings.category_cap, longtail_beta=settings.longtail_beta)
 
     async def Recommend(self, request: pb.RecommendRequest, context: aio.ServicerContext) -> pb.RecommendResponse:
         problem = validate(request, self.settings.max_k, self.limits)
@@ -157,7 +164,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             # an arm's version retired since the file was validated: the default answers, no arm is claimed
             route = Route()
             _, model = self.models.get("")
-        pipeline = self.pipeline.override(**{k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES})
+        pipeline = self.pipeline.override(**({k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES}
+                                             | rerank_overrides(request)))  # the request's re-ranker wins
         lam = request.diversity_lambda if request.HasField("diversity_lambda") else None
         params = RecommendParams(
             user_id=request.user_id, k=request.k, diversity_lambda=lam,

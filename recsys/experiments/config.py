@@ -32,10 +32,13 @@ from typing import Any
 import yaml
 
 from recsys.experiments.assignment import BUCKETS
+from recsys.ranking.rerankers import problem as rerank_problem
 
 STATUSES = ("draft", "running", "stopped")
 USER_TARGETS = ("all", "known", "new")
-ARM_OVERRIDES = {"diversity_lambda": float, "n_candidates": int, "cache": bool, "source_quotas": dict}
+ARM_OVERRIDES = {"diversity_lambda": float, "n_candidates": int, "cache": bool, "source_quotas": dict,
+                 "reranker": str, "calibration_lambda": float, "category_cap": int, "longtail_beta": float}
+_RERANK_KEYS = ("reranker", "calibration_lambda", "category_cap", "longtail_beta")
 
 
 class ConfigError(ValueError):
@@ -277,6 +280,8 @@ def _arm(r: _Reader, node: yaml.Node, key: str) -> Arm:
         raise r.fail(m["diversity_lambda"], f"{key}.diversity_lambda", f"must be in [0, 1], got {lam}")
     if overrides.get("n_candidates", 1) < 1:
         raise r.fail(m["n_candidates"], f"{key}.n_candidates", "must be >= 1")
+    if bad := rerank_problem(**{f: overrides[f] for f in _RERANK_KEYS if f in overrides}):
+        raise r.fail(m[bad[0]], f"{key}.{bad[0]}", bad[1])
     return Arm(r.scalar(m["name"], f"{key}.name", str), weight,
                r.scalar(m["model_version"], f"{key}.model_version", str),
                r.scalar(m["control"], f"{key}.control", bool) if "control" in m else False, overrides,

@@ -1,11 +1,26 @@
 """The pipeline's settings. One value per process (from the service settings), overridable per call: an
-experiment arm passes its own `diversity_lambda`, `n_candidates` or source quotas."""
+experiment arm passes its own `diversity_lambda`, `n_candidates`, source quotas or re-ranker, and a request
+its own re-ranker."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from recsys.settings import AFFINITY_WINDOW, DIVERSITY_LAMBDA, FRESH_SHARE, HISTORY_WINDOW, MMR_POOL, N_CANDIDATES
+from recsys.ranking.rerankers import problem as rerank_problem
+from recsys.settings import (
+    AFFINITY_WINDOW,
+    CALIBRATION_LAMBDA,
+    CATEGORY_CAP,
+    DIVERSITY_LAMBDA,
+    FRESH_SHARE,
+    HISTORY_WINDOW,
+    LONGTAIL_BETA,
+    MMR_POOL,
+    N_CANDIDATES,
+    RERANKER,
+)
+
+_RERANK_PARAM = {"calibrated": "calibration_lambda", "category_caps": "category_cap", "longtail": "longtail_beta"}
 
 
 @dataclass(frozen=True)
@@ -17,6 +32,14 @@ class PipelineConfig:
     mmr_pool: int = MMR_POOL
     source_quotas: dict[str, float] = field(default_factory=dict)  # overrides of the bundle's quotas
     fresh_share: float = FRESH_SHARE          # share of each list reserved for items added since training
+    reranker: str = RERANKER                  # mmr, calibrated, category_caps or longtail (recsys/pipeline/rerank.py)
+    calibration_lambda: float = CALIBRATION_LAMBDA
+    category_cap: int = CATEGORY_CAP
+    longtail_beta: float = LONGTAIL_BETA
+
+    def __post_init__(self) -> None:
+        if bad := rerank_problem(self.reranker, self.calibration_lambda, self.category_cap, self.longtail_beta):
+            raise ValueError(f"{bad[0]} {bad[1]}")
 
     def override(self, **changes) -> PipelineConfig:
         """This config with the given settings replaced; None leaves a setting as it is."""
@@ -24,6 +47,11 @@ class PipelineConfig:
         return replace(self, **changes) if changes else self
 
     def cache_key(self) -> tuple:
-        """What the user-and-model part of the pipeline depends on (not λ, the pool, exclusions or k)."""
-        return (self.n_candidates, self.history_window, self.affinity_window,
-                tuple(sorted(self.source_quotas.items())))
+        """What the user-and-model part of the pipeline depends on (not λ, the pool, exclusions or k), and the
+        re-ranker with its one parameter when it is not MMR (so MMR's keys are the ones from before there
+        was a choice)."""
+        key = (self.n_candidates, self.history_window, self.affinity_window,
+               tuple(sorted(self.source_quotas.items())))
+        if self.reranker != "mmr":
+            key += (self.reranker, getattr(self, _RERANK_PARAM[self.reranker]))
+        return key

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.pipeline import stages
+from recsys.pipeline import rerank, stages
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.types import (
@@ -58,6 +58,8 @@ class Prepared:
     x: np.ndarray | None         # the ranker's input matrix (None when the ranker failed)
     scores: np.ndarray
     fallback: bool               # the ranker failed: scores are the popularity order
+    item_feature_names: list[str] = field(default_factory=list)  # names of ItemView.values (longtail's popularity)
+    history_categories: list[list[str]] = field(default_factory=list)  # the history's, when calibrated needs them
 
 
 async def fetch_and_retrieve(features: FeatureSource, candidates: CandidateSource, user_id: str,
@@ -79,18 +81,23 @@ async def prepare(user_id: str, model: ServingModel, features: FeatureSource, ca
     user, cands = await fetch_and_retrieve(features, candidates, user_id, cfg, attributes or {}, include_seen,
                                            model.version, t)
     with t.stage("fetch_items"):
-        names, items, history = await stages.fetch_items(features, cands, user, cfg, model.version)
+        names, items, history = await stages.fetch_items(features, cands, user, cfg, model.version,
+                                                         rerank.history_views_needed(user, cfg))
+    hist_cats = [h.categories for h in history] if cfg.reranker == "calibrated" else []
+    history = history[max(0, len(history) - cfg.affinity_window):]  # the affinity features' window
     try:
         with t.stage("featurize"):
             cand_emb = model.embeddings.lookup(cands.item_ids)  # shared by the features and MMR
             x = stages.featurize(model, user, cands, names, items, history, cand_emb)
         with t.stage("score"):
             scores = stages.score(model, x)
-        return Prepared(user, cands, items, cand_emb, x, scores, fallback=False)
+        return Prepared(user, cands, items, cand_emb, x, scores, fallback=False, item_feature_names=names,
+                        history_categories=hist_cats)
     except Exception:  # a broken model must not take the endpoint down: serve popularity instead
         log.exception("ranker failed for model %s; serving popularity order", model.version)
         return Prepared(user, cands, items, model.embeddings.lookup(cands.item_ids), None,
-                        stages.popularity_scores(cands), fallback=True)
+                        stages.popularity_scores(cands), fallback=True, item_feature_names=names,
+                        history_categories=hist_cats)
 
 
 def finalize(prep: Prepared, params: RecommendParams, model: ServingModel, cfg: PipelineConfig,
@@ -103,7 +110,7 @@ def finalize(prep: Prepared, params: RecommendParams, model: ServingModel, cfg: 
         if prep.fallback:
             order = stages.top_k(prep.scores, keep, params.k)
         else:
-            order = stages.diversify(prep.cand_emb, prep.items, prep.scores, keep, params.k, lam, cfg.mmr_pool)
+            order = rerank.diversify(prep, keep, params.k, lam, cfg)
         order = stages.reserve_fresh(order, prep.cands, keep, params.k, cfg.fresh_share)
     contributions = None
     if params.explain and not prep.fallback and prep.x is not None:

@@ -31,10 +31,11 @@ async def retrieve(candidates: CandidateSource, user: UserView, cfg: PipelineCon
 
 
 async def fetch_items(features: FeatureSource, cands: CandidateList, user: UserView, cfg: PipelineConfig,
-                      version: str = "") -> tuple[list[str], list[ItemView], list[ItemView]]:
-    """(item feature names, the candidates' item views, the `affinity_window` most recent history items'
-    views), in one batch call."""
-    recent = user.history[-cfg.affinity_window:]
+                      version: str = "",
+                      n_history: int | None = None) -> tuple[list[str], list[ItemView], list[ItemView]]:
+    """(item feature names, the candidates' item views, the `n_history` (default `affinity_window`) most recent
+    history items' views), in one batch call."""
+    recent = user.history[-(cfg.affinity_window if n_history is None else n_history):]
     names, views = await features.get_items(cands.item_ids + recent, version)
     return names, views[: len(cands.item_ids)], views[len(cands.item_ids):]
 

@@ -37,3 +37,43 @@ def map_at_k(recommended: Sequence[str], relevant: set[str], k: int) -> float:
             hits += 1
             total += hits / (r + 1)
     return total / len(relevant)
+
+
+def _category_mix(categories: Sequence[Sequence[str]], vocab: dict[str, int]) -> np.ndarray:
+    """Mean over items of p(g|i) (each item splits a unit weight over its categories; none adds no mass)."""
+    mix = np.zeros(len(vocab))
+    for cats in categories:
+        uniq = [c for c in dict.fromkeys(cats) if c in vocab]
+        for c in uniq:
+            mix[vocab[c]] += 1.0 / len(uniq)
+    return mix / max(1, len(categories))
+
+
+def miscalibration(list_categories: Sequence[Sequence[str]], history_categories: Sequence[Sequence[str]],
+                   alpha: float = 0.01) -> float | None:
+    """Steck's (2018) KL miscalibration of one list: KL(p ‖ (1−α)q + αp), p the category mix of the user's
+    history (normalized), q the list's (not normalized: uncategorized items dilute it, as in the calibrated
+    re-ranker). 0 = the list mirrors the history; None when the history has no category to mirror."""
+    vocab: dict[str, int] = {}
+    for cats in (*history_categories, *list_categories):
+        for c in cats:
+            vocab.setdefault(c, len(vocab))
+    p = _category_mix(history_categories, vocab)
+    if p.sum() <= 0:
+        return None
+    p = p / p.sum()
+    q = _category_mix(list_categories, vocab)
+    support = p > 0
+    qt = (1.0 - alpha) * q[support] + alpha * p[support]
+    return float(np.sum(p[support] * (np.log(p[support]) - np.log(qt))))
+
+
+def category_coverage(list_categories: Sequence[Sequence[str]],
+                      history_categories: Sequence[Sequence[str]]) -> float | None:
+    """Share of the categories in the user's history that the list shows at least once (None: no history
+    categories). Complements miscalibration: a list can match the main tastes and still drop the minor ones."""
+    wanted = {c for cats in history_categories for c in cats}
+    if not wanted:
+        return None
+    shown = {c for cats in list_categories for c in cats}
+    return len(wanted & shown) / len(wanted)

@@ -84,7 +84,7 @@ def documents(keys: list[str]):
 EXPERIMENT_KEYS = ["holdout", "salt", "share", "shadow", "name", "model_version", "layers", "experiments", "status",
                    "start", "end", "buckets", "coverage", "unit", "targeting", "surface", "device", "users",
                    "attributes", "arms", "weight", "control", "diversity_lambda", "n_candidates", "cache",
-                   "source_quotas"]
+                   "source_quotas", "reranker", "calibration_lambda", "category_cap", "longtail_beta"]
 SETTING_KEYS = ["ranker_svc", "feature_svc", "candidate_svc", "port", "host", "max_k", "bundle", "cache",
                 "max_in_flight", "max_message_bytes", "diversity_lambda", "exposures", "plaintext", "tls_peers"]
 TRAIN_KEYS = ["als", "ranker", "factors", "iterations", "regularization", "ease_reg", "sources", "source_quotas",
