@@ -2,8 +2,10 @@
 
 Clusters hold the same bundle: one with OTEL_TRACES_EXPORTER=none, one with always_on sampling and the
 OTLP/gRPC exporter (batch processor, default OTEL_BSP_* settings) sending every span of the three
-services to `SpanSink`, a minimal OTLP collector in this process, and (by default) one sampling 5% of
-traces. Rounds alternate between them (and their order), so drift on a shared machine hits all alike.
+services to `SpanSink`, a minimal OTLP collector in a process of its own (in the measuring client's
+process, receiving and parsing the exports took that process's interpreter lock from the client's calls:
+a cost of the measurement, not of tracing, since a collector runs elsewhere), and (by default) one
+sampling 5% of traces. Rounds alternate between them (and their order), so drift on a shared machine hits all alike.
 The ranker's list cache is off, so every call makes its three internal calls: seven spans per
 Recommend, the most tracing can cost (`cache=True` measures the default configuration instead).
 """
@@ -11,11 +13,13 @@ Recommend, the most tracing can cost (`cache=True` measures the default configur
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import random
 import threading
 import time
 from collections import Counter
 from concurrent import futures
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
@@ -78,6 +82,43 @@ class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):
         self._server.stop(grace=1).wait()
 
 
+def _serve_sink(conn: Connection) -> None:
+    """The collector's process: sends its port, then, when told to stop, the spans it counted per tag."""
+    with SpanSink() as sink:
+        conn.send(sink.port)
+        conn.recv()
+        conn.send(dict(sink.by_tag))
+
+
+class SinkProcess:
+    """A SpanSink in a child process: the OTEL_* variables that reach it, and its counts at the end."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_sink, args=(child,), daemon=True)
+
+    def __enter__(self) -> SinkProcess:
+        self._proc.start()
+        if not self._conn.poll(60):
+            raise RuntimeError("the span collector process did not start")
+        self.port = self._conn.recv()
+        return self
+
+    env = SpanSink.env
+    endpoint = SpanSink.endpoint
+
+    def counts(self) -> dict[str, int]:
+        """Stop the collector; the spans it received per tag."""
+        self._conn.send("stop")
+        return self._conn.recv() if self._conn.poll(30) else {}
+
+    def __exit__(self, *exc) -> None:
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
 def tracing_cost(bundle: Path, users: list[str], rng: random.Random, console: Console,
                  requests: int = 250, rounds: int = 6, cache: bool = False, ratio: float | None = 0.05) -> dict:
     """p50/p99 of single-client Recommend, tracing off vs on (always_on, OTLP to SpanSink); with `ratio`
@@ -89,7 +130,7 @@ def tracing_cost(bundle: Path, users: list[str], rng: random.Random, console: Co
         arms[f"{ratio:.0%}"] = None
     lat: dict[str, list[float]] = {name: [] for name in arms}
     errors = dict.fromkeys(arms, 0)
-    with SpanSink() as sink, contextlib.ExitStack() as clusters:
+    with SinkProcess() as sink, contextlib.ExitStack() as clusters:
         arms["on"] = sink.env(tag="on")
         if ratio is not None:
             arms[f"{ratio:.0%}"] = sink.env("parentbased_traceidratio", f"{ratio:.0%}") | {
@@ -106,7 +147,7 @@ def tracing_cost(bundle: Path, users: list[str], rng: random.Random, console: Co
                 lat[name] += got
                 errors[name] += failed
         clusters.close()  # stopped: each service flushed its spans as it exited
-        exported = dict(sink.by_tag)
+        exported = sink.counts()
     out: dict = {name: summarize(v) | {"errors": errors[name]} for name, v in lat.items()}
     for name in arms:
         if name != "off":
