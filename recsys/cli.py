@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="training config (YAML/JSON)")
     e.add_argument("--json", help="write the results as JSON")
     e.add_argument("--report", help="directory for a report with plots")
+    e.add_argument("--groups", help="user attributes for the fairness audit, comma-separated, or 'all' "
+                                    "(default: gender and age_band, the bands <25/25-34/35-44/45+ of age_bucket)")
     e.set_defaults(func=cmd_eval)
 
     mo = sub.add_parser("models", help="the model registry: list, history, promote (with the gate), roll back")

@@ -7,7 +7,7 @@ not the system under test, which is always measured through the serving code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from recsys.retrieval.als import ALSParams, FoldIn, train_als
 
 EASE_MAX_ITEMS = 12_000  # a dense float64 Gram matrix of this size takes ~1.2 GB to invert
+ScoreFn = Callable[[sp.csr_matrix], np.ndarray]  # users' training rows -> [users, catalog items] scores
 
 
 class Interactions:
@@ -54,9 +55,7 @@ def top_k_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> list[np.nda
     return [row[np.isfinite(s[u, row])] for u, row in enumerate(top)]
 
 
-def _recommend(
-    data: Interactions, users: list[str], score_fn: Callable[[sp.csr_matrix], np.ndarray], k: int
-) -> dict[str, list[str]]:
+def _recommend(data: Interactions, users: list[str], score_fn: ScoreFn, k: int) -> dict[str, list[str]]:
     """Top-k unseen items for each user by score_fn(user rows of X) -> scores; unknown users get nothing."""
     known = [u for u in users if u in data.user_index]
     out: dict[str, list[str]] = {u: [] for u in users}
@@ -92,15 +91,20 @@ def ease_weights(x: sp.csr_matrix, reg: float = 400.0) -> np.ndarray:
     return b
 
 
+def ease_scorer(data: Interactions, reg: float = 400.0) -> ScoreFn:
+    """Dense EASE's full score function X·B (the untruncated model), fitted once for lists and AUC."""
+    b = ease_weights(data.matrix, reg)
+    return lambda x: x @ b
+
+
 def ease(data: Interactions, users: list[str], k: int, reg: float = 400.0) -> dict[str, list[str]]:
     """Dense EASE scores X·B (the full, untruncated model), top-k unseen."""
-    b = ease_weights(data.matrix, reg)
-    return _recommend(data, users, lambda x: x @ b, k)
+    return _recommend(data, users, ease_scorer(data, reg), k)
 
 
-def als(data: Interactions, users: list[str], k: int, params: ALSParams) -> dict[str, list[str]]:
-    """implicit's ALS fitted on the training split, users folded in from their items (as serving does),
-    top-k unseen by dot product."""
+def als_scorer(data: Interactions, params: ALSParams) -> ScoreFn:
+    """implicit's ALS fitted on the training split, users folded in from their items (as serving does):
+    the full dot-product score function."""
     factors = train_als(data.matrix, params).astype(np.float64)
     fold = FoldIn(factors, params.regularization, params.alpha)
 
@@ -108,7 +112,42 @@ def als(data: Interactions, users: list[str], k: int, params: ALSParams) -> dict
         vecs = np.stack([fold.user_vector(x[r].indices) for r in range(x.shape[0])]).astype(np.float64)
         return vecs @ factors.T
 
-    return _recommend(data, users, score, k)
+    return score
+
+
+def als(data: Interactions, users: list[str], k: int, params: ALSParams) -> dict[str, list[str]]:
+    """implicit's ALS fitted on the training split, top-k unseen by dot product (see `als_scorer`)."""
+    return _recommend(data, users, als_scorer(data, params), k)
+
+
+def popularity_scorer(data: Interactions) -> ScoreFn:
+    """Every user's score of an item is its count of distinct training users (what `popularity` ranks by)."""
+    pop = data.item_popularity().astype(np.float64)
+    return lambda x: np.broadcast_to(pop, (x.shape[0], len(pop)))
+
+
+def recommend(data: Interactions, users: list[str], score_fn: ScoreFn, k: int) -> dict[str, list[str]]:
+    """Top-k unseen items of each user by a fitted score function (unknown users get nothing)."""
+    return _recommend(data, users, score_fn, k)
+
+
+def score_items(data: Interactions, score_fn: ScoreFn, items: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Each user's scores of the given items (AUC needs scores of sampled items, not just a top-k).
+
+    Users absent from training and items outside the catalog are unscored: −inf, below every scored item.
+    """
+    index = {x: j for j, x in enumerate(data.item_ids.tolist())}
+    out = {u: np.full(len(its), -np.inf) for u, its in items.items()}
+    known = [u for u in items if u in data.user_index]
+    batch = max(1, min(2048, 20_000_000 // max(1, data.matrix.shape[1])))
+    for start in range(0, len(known), batch):
+        chunk = known[start : start + batch]
+        scores = np.asarray(score_fn(data.matrix[[data.user_index[u] for u in chunk]]), dtype=np.float64)
+        for row, u in enumerate(chunk):
+            cols = [index.get(i, -1) for i in items[u]]
+            ok = np.array([c >= 0 for c in cols], dtype=bool)
+            out[u][ok] = scores[row, np.asarray(cols)[ok]]
+    return out
 
 
 def item_popularity_counts(train: pd.DataFrame) -> Mapping[str, int]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.evaluation import audit_report
+
 ACCURACY = ("precision", "recall", "ndcg", "map")
 SHARES = ("catalog_coverage", "intra_list_diversity", "gini")
 
@@ -166,7 +168,11 @@ def markdown(summary: dict) -> str:
         "catalog items; intra_list_diversity = mean pairwise (1 − similarity) within a list, with the similarity "
         "MMR uses (cosine of ALS item embeddings blended with category Jaccard); novelty = mean "
         "−log2(training users of the item / training users), in bits; gini = Gini coefficient of recommendation "
-        "counts over all catalog items (exposure concentration).",
+        "counts over all catalog items (exposure concentration); auc = mean over users of P(a test item ranks above "
+        f"one of {summary.get('auc', {}).get('negatives_per_user', 100)} sampled items the user never interacted "
+        "with), ties ½, over each system's full ranking "
+        "(baselines: all catalog scores; pipeline: its list, then the other candidates by ranker score; retrieval: "
+        "its fused candidate order; items a system did not score rank last).",
         "",
         "![metrics per system](metrics.png)",
         "",
@@ -186,6 +192,8 @@ def markdown(summary: dict) -> str:
         "![popularity of recommended items](popularity.png)",
         "",
     ]
+    if summary.get("popularity_bias"):
+        lines += audit_report.markdown(summary)
     if summary.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
     lines += ["## Timings (s)", "", ", ".join(f"{s} {v}" for s, v in summary["timings"].items()), ""]
@@ -195,12 +203,15 @@ def markdown(summary: dict) -> str:
 def write_report(
     directory: Path, summary: dict, recs: Mapping[str, Mapping[str, list[str]]], item_popularity: Mapping[str, int]
 ) -> Path:
-    """Write report.md, metrics.png, segments.png and popularity.png into directory; returns report.md."""
+    """Write report.md, metrics.png, segments.png, popularity.png and, with the audit, long_tail.png and
+    fairness.png into directory; returns report.md."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     plot_metrics(summary, directory / "metrics.png")
     plot_segments(summary, directory / "segments.png")
     plot_popularity(recs, item_popularity, summary["k"], directory / "popularity.png")
+    if summary.get("popularity_bias"):
+        audit_report.write_plots(directory, summary, recs, item_popularity)
     path = directory / "report.md"
     path.write_text(markdown(summary))
     return path

@@ -8,6 +8,9 @@ Systems:
 - `retrieval`: the candidate stage alone (`retrieve_list`, as candidate_svc serves it), its list ordered
   by reciprocal-rank fusion of the sources (see `retrieval_order`);
 - `popularity`, `ease`, `als`: baselines fitted on the same training split (`baselines.py`).
+
+Beside the metrics table: AUC per system (`auc.py`), and the fairness and popularity-bias audit
+(`audit.py`: `fairness.py`, `popularity.py`).
 """
 
 from __future__ import annotations
@@ -18,20 +21,22 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from recsys.data.schema import Dataset
 from recsys.data.split import stratified_split, temporal_split
-from recsys.evaluation import baselines, beyond
+from recsys.evaluation import audit, audit_report, baselines, beyond
+from recsys.evaluation.auc import N_NEGATIVES, AucSample
 from recsys.pipeline.offline import OfflineStack
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
 from recsys.pipeline.types import CandidateList
@@ -137,7 +142,16 @@ def _candidates(stack: OfflineStack, users: list[str], on_user: Callable[[], Non
 
 
 def _r(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), 6)
+
+
+def _rounded(x):
+    """Floats of a nested dict/list rounded by `_r` (NaN and inf → None), so the summary is JSON."""
+    if isinstance(x, dict):
+        return {key: _rounded(v) for key, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return _r(x) if isinstance(x, float) else x
 
 
 def run(
@@ -150,12 +164,14 @@ def run(
     dataset_spec: str = "",
     show_progress: bool = False,
     als_baseline: bool = True,
+    fairness_attributes: Sequence[str] | None = None,
 ) -> EvalResult:
     """Split, train a bundle on the training part, then score every system on the test users.
 
     `seed` drives both the split and training (cfg.seed), as `recsys train --seed` does. Relevant items are
     all of a user's test interactions; every system recommends from the whole catalog (the bundle's items:
     training items plus item metadata) minus the user's training items, and metrics average over test users.
+    `fairness_attributes`: users-table columns to audit by (None: gender and age band when present).
     """
     cfg = replace(cfg or TrainConfig(), seed=seed)
     t_start = time.time()
@@ -203,11 +219,13 @@ def run(
         cands = _candidates(stack, users, lambda: progress.advance(task))
         primary = stack.generator.primary_scores
         recs["retrieval"] = {}
+        retrieval_rankings = {}
         cand_recall = []
         for u in users:
             c = cands[u]
             cand_recall.append(len(truth[u] & set(c.item_ids)) / len(truth[u]))
-            recs["retrieval"][u] = [c.item_ids[i] for i in retrieval_order(c, primary)[:k]]
+            retrieval_rankings[u] = [c.item_ids[i] for i in retrieval_order(c, primary)]
+            recs["retrieval"][u] = retrieval_rankings[u][:k]
         cr = {f"candidate_recall@{n_cand}": float(np.mean(cand_recall))}
         by_source = {}
         for src, col in primary.items():
@@ -221,16 +239,19 @@ def run(
         data = baselines.Interactions(train_df, catalog)
         t = time.time()
         recs["popularity"] = baselines.popularity(data, users, k)
+        scorers = {"popularity": baselines.popularity_scorer(data)}  # full score functions, for AUC
         timings["popularity"] = time.time() - t
         if len(catalog) <= baselines.EASE_MAX_ITEMS:
             t = time.time()
-            recs["ease"] = baselines.ease(data, users, k, reg=cfg.ease_reg)
+            scorers["ease"] = baselines.ease_scorer(data, reg=cfg.ease_reg)
+            recs["ease"] = baselines.recommend(data, users, scorers["ease"], k)
             timings["ease"] = time.time() - t
         else:
             notes.append(f"ease skipped: {len(catalog):,} items > {baselines.EASE_MAX_ITEMS:,} (dense EASE too big)")
         if als_baseline:
             t = time.time()
-            recs["als"] = baselines.als(data, users, k, cfg.als)
+            scorers["als"] = baselines.als_scorer(data, cfg.als)
+            recs["als"] = baselines.recommend(data, users, scorers["als"], k)
             timings["als"] = time.time() - t
 
         seen = train_df.groupby("user_id")["item_id"].agg(set)
@@ -241,6 +262,12 @@ def run(
                     f"{name} recommended {n_seen} training items (serving must exclude every item a user "
                     "interacted with)"
                 )
+
+        t = time.time()
+        sample = AucSample.build(catalog, {u: set(v) for u, v in seen.items()}, truth, N_NEGATIVES, seed)
+        task = progress.add_task("AUC (ranker scores of all candidates)", total=len(users))
+        aucs = audit.system_aucs(sample, recs, stack, retrieval_rankings, data, scorers, lambda: progress.advance(task))
+        timings["auc"] = time.time() - t
 
         t = time.time()
         pop = dict(baselines.item_popularity_counts(train_df))
@@ -256,6 +283,8 @@ def run(
         task = progress.add_task("beyond-accuracy metrics", total=len(recs))
         for name, r in recs.items():
             m: dict[str, float] = accuracy(r, truth, k)
+            if name in aucs:
+                m["auc"] = aucs[name]
             m |= extra.get(name, {})
             m["catalog_coverage"] = beyond.catalog_coverage(r, len(catalog), k)
             m["intra_list_diversity"] = beyond.intra_list_diversity(r, sim, k)
@@ -266,6 +295,9 @@ def run(
             systems[name] = {key: _r(v) for key, v in m.items()}
             progress.advance(task)
         timings["metrics"] = time.time() - t
+        t = time.time()
+        audited = audit.audit(recs, truth, train_df, ds.users, catalog, pop, k, fairness_attributes)
+        timings["audit"] = time.time() - t
 
     timings["total"] = time.time() - t_start
     seg_info = {
@@ -295,6 +327,8 @@ def run(
         "model_validation": {m: _r(v) for m, v in meta.metrics.items()},
         "timings": {s: round(v, 2) for s, v in timings.items()},
         "systems": systems,
+        "auc": {"negatives_per_user": N_NEGATIVES, "users": sum(1 for n in sample.n_pos.values() if n)},
+        **_rounded(audited),
     }
     return EvalResult(summary=summary, recs=recs, item_popularity=pop)
 
@@ -323,9 +357,17 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
     with console.status(f"loading {args.dataset}"):
         ds = _load(args.dataset)
     cfg = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
-    result = run(ds, args.protocol, args.k, args.seed, cfg, dataset_spec=args.dataset, show_progress=True)
+    try:  # fail on an unknown --groups name before minutes of training
+        groups = audit.parse_groups(getattr(args, "groups", None), ds.users)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] --groups: {escape(str(exc))}", soft_wrap=True)
+        return 2
+    kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups}
+    result = run(ds, args.protocol, args.k, args.seed, cfg, **kw)
     summary = result.summary
     console.print(results_table(summary))
+    for table in audit_report.tables(summary):
+        console.print(table)
     for note in summary["notes"]:
         console.print(f"note: {note}")
     console.print("timings (s): " + ", ".join(f"{s} {v:.1f}" for s, v in summary["timings"].items()))

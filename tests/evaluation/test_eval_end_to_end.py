@@ -19,6 +19,7 @@ PER_SYSTEM = [
     f"recall@{K}",
     f"ndcg@{K}",
     f"map@{K}",
+    "auc",
     "catalog_coverage",
     "intra_list_diversity",
     "novelty",
@@ -60,7 +61,8 @@ def test_synthetic_eval(protocol, tmp_path):
         result = run(ds, protocol, K, 42, cfg)
         summary = result.summary
         report = write_report(tmp_path, summary, result.recs, result.item_popularity)
-        assert {p.name for p in tmp_path.iterdir()} == {"report.md", "metrics.png", "segments.png", "popularity.png"}
+        pngs = {"metrics.png", "segments.png", "popularity.png", "long_tail.png", "fairness.png"}
+        assert {p.name for p in tmp_path.iterdir()} == {"report.md"} | pngs
         assert "| catalog_coverage |" in report.read_text()
     _check_shape(summary, protocol, 100)
     s = summary["systems"]
