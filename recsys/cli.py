@@ -21,6 +21,14 @@ from recsys.cli_users import add_commands as add_user_commands
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
 
+# Every spec form recsys.data.spec.load_dataset accepts (kept here: importing recsys.data would load pandas).
+DATASET_HELP = (
+    "dataset spec: synthetic[:users=N,items=N,interactions=N,categories=N,seed=N,dim=N,days=N] | "
+    "movielens-100k:PATH (the unzipped ml-100k folder) | movielens:PATH (ratings.csv and movies.csv, "
+    "ml-latest layout) | lastfm:PATH (Last.fm hetrec2011-lastfm-2k: play counts, friends, no timestamps) | "
+    "a canonical directory (interactions.csv, optional items.csv and users.csv)"
+)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recsys.training.config import TrainConfig, TrainConfigError
@@ -255,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model bundle")
-    t.add_argument("--dataset", required=True,
-                   help="synthetic[:k=v,...] | movielens-100k:PATH | movielens:PATH | canonical directory")
+    t.add_argument("--dataset", required=True, help=DATASET_HELP)
     where = t.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="bundle directory to write")
     where.add_argument("--registry", help="model registry directory: write a new candidate version into it")
@@ -315,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
-    e.add_argument("--dataset", required=True)
+    e.add_argument("--dataset", required=True, help=DATASET_HELP)
     e.add_argument("--protocol", default="msr", choices=["msr", "msr-user", "temporal"],
                    help="msr: stratified 75/25 per item (the MS Recommenders benchmark); msr-user: stratified "
                         "per user; temporal: each user's last 20%% by time")
@@ -348,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.set_defaults(func=cmd_features)
 
     tu = sub.add_parser("tune", help="Ray Tune search over retrieval and ranker hyperparameters")
-    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--dataset", required=True, help=DATASET_HELP)
     tu.add_argument("--trials", type=int, default=16)
     tu.add_argument("--address", help="existing Ray cluster (e.g. ray://head:10001); default: local Ray")
     tu.add_argument("--cpus", type=int, default=2, help="CPUs for local Ray")

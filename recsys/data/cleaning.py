@@ -47,7 +47,8 @@ def clean(
     2. Drop exact duplicate rows (same user, item, timestamp, event, value): logging double-writes.
     3. Impute missing timestamps with the median timestamp, so temporal splits and recency features still
        work; the note says how many were imputed (the interaction columns are a fixed contract, so the flag
-       lives in the note rather than an extra column).
+       lives in the note rather than an extra column). With no timestamp at all, every one becomes 0: the
+       data has no time order, which temporal_split and the sequence source detect and refuse.
     4. Ratings: drop rating events whose value is missing, and those outside rating_range (inclusive) when
        given; non-rating events with a missing value get the default strength 1.0 (a missing event type
        becomes "view", noted only when it happens).
@@ -81,8 +82,12 @@ def clean(
     # 3. timestamps
     ts = pd.to_numeric(df["timestamp"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     missing_ts = np.isnan(ts)
-    if missing_ts.any():
-        median = float(np.floor(np.median(ts[~missing_ts]))) if (~missing_ts).any() else 0.0
+    if missing_ts.all() and len(ts):
+        ts[:] = 0.0
+        notes.append(f"no interaction has a timestamp: set all {len(ts)} to 0 (the data has no time order; "
+                     "temporal splits refuse it and the sequence source skips it)")
+    elif missing_ts.any():
+        median = float(np.floor(np.median(ts[~missing_ts])))
         ts[missing_ts] = median
         notes.append(f"imputed {int(missing_ts.sum())} missing timestamps with the median timestamp "
                      f"({int(median)})")
@@ -155,7 +160,8 @@ def clean(
             notes.append(f"{int(unknown.sum())} interactions refer to items not in the item table (kept)")
 
     return Dataset(
-        interactions=df[INTERACTION_COLUMNS], items=items, users=ds.users, name=ds.name, notes=notes
+        interactions=df[INTERACTION_COLUMNS], items=items, users=ds.users, name=ds.name, notes=notes,
+        social=ds.social,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,16 @@ EVENT_WEIGHTS: dict[str, float] = {
     "rating": 1.0,
 }
 
+# Events whose strength comes from their value rather than EVENT_WEIGHTS: a rating as given; a play count
+# (implicit, heavy-tailed: 1 to 350k plays in Last.fm) through log1p so one fan's loop does not dwarf
+# everyone else. Import-only types: the Feedback API accepts only EVENT_WEIGHTS' types.
+VALUE_EVENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "rating": lambda v: v,
+    "play": np.log1p,
+}
+
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "event", "value"]
+SOCIAL_COLUMNS = ["user_id", "friend_id"]
 
 
 class DatasetError(ValueError):
@@ -45,6 +55,8 @@ class Dataset:
         event (str), value (float64; the rating for event == "rating", else 1.0 unless given).
     items: item_id (str), title (str), categories (list[str]), plus numeric feature columns.
     users: user_id (str) plus attribute columns (str).
+    social: optional directed links user_id -> friend_id (both str), e.g. Last.fm's friend graph: side data
+        kept for models that use it (none does yet); a symmetric graph lists both directions.
     """
 
     interactions: pd.DataFrame
@@ -52,6 +64,12 @@ class Dataset:
     users: pd.DataFrame | None = None
     name: str = "dataset"
     notes: list[str] = field(default_factory=list)  # what cleaning did, for the bundle metadata
+    social: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.social is not None and list(self.social.columns) != SOCIAL_COLUMNS:
+            raise ValueError(f"dataset {self.name!r}: social needs columns {SOCIAL_COLUMNS}, "
+                             f"got {list(map(str, self.social.columns))}")
 
     def fingerprint(self) -> str:
         """A stable hash of the interactions (and metadata ids), recorded in model bundles."""
@@ -65,8 +83,13 @@ class Dataset:
         return h.hexdigest()[:16]
 
     def weights(self) -> np.ndarray:
-        """Implicit confidence per interaction: the event strength, or the rating for ratings."""
-        ev = self.interactions["event"].map(EVENT_WEIGHTS).fillna(1.0).to_numpy(dtype=np.float64)
-        is_rating = (self.interactions["event"] == "rating").to_numpy()
+        """Implicit confidence per interaction: the event strength, or f(value) for VALUE_EVENTS (a rating
+        as given, log1p of a play count). Unknown event types weigh 1."""
+        event = self.interactions["event"]
+        out = np.array(event.map(EVENT_WEIGHTS).fillna(1.0), dtype=np.float64)  # a writable copy
         val = self.interactions["value"].to_numpy(dtype=np.float64)
-        return np.where(is_rating, val, ev)
+        for name, f in VALUE_EVENTS.items():
+            mask = (event == name).to_numpy()
+            if mask.any():
+                out[mask] = f(val[mask])
+        return out

@@ -1,4 +1,4 @@
-"""One string names any dataset (CLI flags, config files): synthetic, MovieLens, or a canonical directory."""
+"""One string names any dataset (CLI flags, config files): synthetic, MovieLens, Last.fm, or a canonical directory."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from recsys.data.canonical import load_canonical
 from recsys.data.cleaning import clean
+from recsys.data.lastfm import load_lastfm
 from recsys.data.movielens import load_movielens_100k, load_movielens_latest
 from recsys.data.schema import Dataset, DatasetError
 from recsys.data.synthetic import generate
@@ -21,6 +22,7 @@ SYNTHETIC_OPTIONS = {
     "days": "days",
 }
 MOVIELENS_RATING_RANGE = (0.5, 5.0)
+PATH_SCHEMES = ("movielens-100k", "movielens", "lastfm")  # scheme:PATH importers
 
 
 def _int(key: str, text: str) -> int:
@@ -59,16 +61,17 @@ def load_dataset(spec: str, *, clean_data: bool = True) -> Dataset:
     """Load a dataset from a spec string, then clean it (see recsys.data.cleaning.clean) unless told not to.
 
     Specs: "synthetic", "synthetic:users=2000,items=5000,interactions=100000,seed=0",
-    "movielens-100k:PATH", "movielens:PATH" (ml-latest layout), or a canonical directory path.
+    "movielens-100k:PATH", "movielens:PATH" (ml-latest layout), "lastfm:PATH", or a canonical directory path
+    (the --dataset help in recsys/cli.py lists the same forms).
     """
     scheme, sep, rest = spec.partition(":")
     rating_range = None
-    if scheme in ("movielens-100k", "movielens") and not rest.strip():
+    if scheme in PATH_SCHEMES and not rest.strip():
         raise ValueError(f"dataset spec {spec!r} needs a path: {scheme}:PATH")
     if scheme == "synthetic":
         ds = generate(**parse_synthetic(rest))
     else:
-        path = rest if scheme in ("movielens-100k", "movielens") and sep else spec
+        path = rest if scheme in PATH_SCHEMES and sep else spec
         try:
             if scheme == "movielens-100k" and sep:
                 ds = load_movielens_100k(rest)
@@ -76,10 +79,12 @@ def load_dataset(spec: str, *, clean_data: bool = True) -> Dataset:
             elif scheme == "movielens" and sep:
                 ds = load_movielens_latest(rest)
                 rating_range = MOVIELENS_RATING_RANGE
+            elif scheme == "lastfm" and sep:
+                ds = load_lastfm(rest)
             else:
                 if not Path(spec).exists():
                     raise DatasetError(spec, "no such dataset directory; a spec is synthetic[:key=value,...], "
-                                       "movielens-100k:PATH, movielens:PATH, or a canonical directory")
+                                       "movielens-100k:PATH, movielens:PATH, lastfm:PATH, or a canonical directory")
                 ds = load_canonical(Path(spec))
         except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte, ...
             if isinstance(exc, DatasetError):

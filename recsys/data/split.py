@@ -73,22 +73,46 @@ def stratified_split(
     return df[train], df[~train]
 
 
+class NoTimeError(ValueError):
+    """A time-based operation was asked of data whose interactions carry no time order."""
+
+
+def has_time_order(user_codes: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Per interaction: does its user have at least two distinct timestamps? Where not, "latest" would
+    only mean "later in the file" (Last.fm has no time; an importer's row order is not behaviour)."""
+    if not len(user_codes):
+        return np.zeros(0, dtype=bool)
+    g = pd.Series(np.asarray(timestamps)).groupby(np.asarray(user_codes))
+    varies = g.transform("max") != g.transform("min")
+    return varies.to_numpy(dtype=bool, na_value=False)
+
+
 def temporal_split(
     df: pd.DataFrame,
     test_fraction: float = 0.2,
     *,
     col_user: str = "user_id",
     col_time: str = "timestamp",
+    name: str = "the data",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-user chronological split: (train, test) with each user's latest interactions in test.
 
     A user with n >= 2 interactions gets max(1, round(test_fraction * n)) (capped at n - 1) test rows, so
     every such user is evaluable and keeps training history; single-interaction users stay in train.
-    Timestamp ties are broken by row order (a later row counts as later).
+    Timestamp ties are broken by row order (a later row counts as later). Raises NoTimeError (naming the
+    dataset `name`) when a timestamp is missing or no user has two distinct times: the split would then
+    be by row order, quietly.
     """
     _check_fraction("test_fraction", test_fraction)
     codes = _codes(df, col_user)
+    missing = int(df[col_time].isna().sum())
+    if missing:
+        raise NoTimeError(f"{name}: {missing} of {len(df)} interactions have no timestamp; a temporal split "
+                          "needs time (use a random protocol, e.g. --protocol msr)")
     ts = df[col_time].to_numpy()
+    if len(df) and not has_time_order(codes, ts).any():
+        raise NoTimeError(f"{name}: no user's interactions differ in time (every timestamp equal or absent), "
+                          "so a temporal split would follow row order; use a random protocol, e.g. --protocol msr")
     rank, size = _group_rank(codes, ts, np.arange(len(df)))
     test = (size - 1 - rank) < _n_held(size, test_fraction)
     return df[~test], df[test]

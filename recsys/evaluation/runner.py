@@ -34,7 +34,7 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from recsys.data.schema import Dataset
-from recsys.data.split import stratified_split, temporal_split
+from recsys.data.split import NoTimeError, stratified_split, temporal_split
 from recsys.evaluation import audit, audit_report, baselines, beyond
 from recsys.evaluation.auc import N_NEGATIVES, AucSample
 from recsys.pipeline.offline import OfflineStack
@@ -58,7 +58,7 @@ def split(ds: Dataset, protocol: str, seed: int) -> tuple[Dataset, pd.DataFrame]
         by = "user" if protocol == "msr-user" else "item"
         tr, te = stratified_split(ds.interactions, ratio=0.75, by=by, seed=seed)
     elif protocol == "temporal":
-        tr, te = temporal_split(ds.interactions, test_fraction=0.2)
+        tr, te = temporal_split(ds.interactions, test_fraction=0.2, name=f"dataset {ds.name!r}")
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
     return Dataset(tr.reset_index(drop=True), ds.items, ds.users, f"{ds.name}:{protocol}-train"), te
@@ -362,8 +362,12 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
     except ValueError as exc:
         console.print(f"[red]error:[/red] --groups: {escape(str(exc))}", soft_wrap=True)
         return 2
-    kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups}
-    result = run(ds, args.protocol, args.k, args.seed, cfg, **kw)
+    try:
+        kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups}
+        result = run(ds, args.protocol, args.k, args.seed, cfg, **kw)
+    except NoTimeError as exc:  # e.g. --protocol temporal on Last.fm, which has no timestamps
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 2
     summary = result.summary
     console.print(results_table(summary))
     for table in audit_report.tables(summary):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import scipy.sparse as sp
 
+from recsys.data.split import has_time_order
 from recsys.retrieval.sequence import sequence_neighbors
 from recsys.retrieval.sources import register_source
 from recsys.retrieval.sources.base import Catalog, TrainingData
 from recsys.retrieval.sources.i2i import NeighborSource
+
+log = logging.getLogger(__name__)
 
 
 @register_source
@@ -26,12 +30,18 @@ class SequenceSource(NeighborSource):
 
     @classmethod
     def build(cls, data: TrainingData) -> SequenceSource | None:
+        """Learns only from users whose interactions differ in time: without time, adjacency would be the
+        importer's row order (Last.fm lists each user's artists by play count). None when no user has time."""
         cfg = data.cfg
         if cfg.sequence_neighbors <= 0:
             return None
-        return cls(data.catalog, sequence_neighbors(data.user_codes, data.item_codes, data.timestamps,
-                                                    data.catalog.n_items, window=cfg.sequence_window,
-                                                    m=cfg.sequence_neighbors))
+        timed = has_time_order(data.user_codes, data.timestamps)
+        if not timed.any():
+            log.info("sequence source skipped: the interactions carry no time order")
+            return None
+        return cls(data.catalog, sequence_neighbors(data.user_codes[timed], data.item_codes[timed],
+                                                    data.timestamps[timed], data.catalog.n_items,
+                                                    window=cfg.sequence_window, m=cfg.sequence_neighbors))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], catalog: Catalog) -> SequenceSource | None:
