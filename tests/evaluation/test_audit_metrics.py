@@ -161,3 +161,16 @@ def test_fairness_by_attribute_with_unknown_users():
     assert groups["F"]["ndcg@2"] == 1.0 and groups["M"]["ndcg@2"] == 0.0 and groups["unknown"]["ndcg@2"] == 1.0
     assert groups["F"]["arp"] == 2.5 and groups["M"]["long_tail_share"] == 1.0
     assert out["gender"]["sys"]["gap"]["recall@2"]["difference"] == 1.0
+
+
+def test_groups_option_is_checked_before_training(capsys):
+    from recsys.cli import main
+    from recsys.evaluation.audit import parse_groups
+
+    assert parse_groups(None, _users()) is None
+    assert parse_groups("gender, country", _users()) == ["gender", "country"]
+    with pytest.raises(ValueError, match="nope"):
+        parse_groups("nope", _users())
+    # an unknown name exits 2 at once, naming the columns there are (no training first)
+    assert main(["eval", "--dataset", "synthetic:users=30,items=20,interactions=200", "--groups", "nope"]) == 2
+    assert "age_bucket" in capsys.readouterr().out
