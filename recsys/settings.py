@@ -42,13 +42,13 @@ _DEFS = [
             ALL, (0, 65535)),
     Setting("log_format", "text", "log lines: text, or json (one object per line with request_id and trace_id; "
             "the Kubernetes manifests set json)", ALL),
+    Setting("event_loop", "uvloop", "the serving event loop: uvloop (libuv: less work per call and a far shorter "
+            "latency tail, docs/feedback-loop.md) or asyncio (the standard library's)", ALL),
     Setting("bundle", None, "model bundle directory; repeat to hold several versions (the first is the default)",
             ALL, factory=list),
     Setting("registry", "", "model registry directory: hold its champion and live versions, follow changes "
             "(instead of --bundle)", ALL),
     Setting("reload_interval_s", 30.0, "how often to check the registry", ALL, (0.05, 86_400)),
-    Setting("event_loop", "uvloop", "the serving event loop: uvloop (libuv: less work per call and a far shorter "
-            "latency tail, docs/feedback-loop.md) or asyncio (the standard library's)", ALL),
     Setting("default_version", "", "version served when a request names none (default: the first bundle or "
             "the champion)", ALL),
     Setting("storage", "embedded://", "feature storage URL: embedded:// or redis://host:port/db", F),
