@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="training config (YAML/JSON)")
     e.add_argument("--json", help="write the results as JSON")
     e.add_argument("--report", help="directory for a report with plots")
+    e.add_argument("--frontier", action="store_true",
+                   help="also the re-ranking frontier: MMR, calibrated, category caps and long-tail over a grid, "
+                        "on a validation split and the test split (two more trainings)")
     e.add_argument("--groups", help="user attributes for the fairness audit, comma-separated, or 'all' "
                                     "(default: gender and age_band, the bands <25/25-34/35-44/45+ of age_bucket)")
     e.set_defaults(func=cmd_eval)

@@ -375,6 +375,14 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
     for note in summary["notes"]:
         console.print(f"note: {note}")
     console.print("timings (s): " + ", ".join(f"{s} {v:.1f}" for s, v in summary["timings"].items()))
+    if getattr(args, "frontier", False):  # re-rankers over a grid (frontier.py): two more trainings
+        from recsys.evaluation import frontier, frontier_report
+
+        with console.status("re-ranking frontier: validation and test splits"):
+            summary["frontier"] = frontier.run(ds, args.protocol, args.k, args.seed, split, cfg,
+                                                  args.dataset)
+        for split_name in ("valid", "test"):
+            console.print(frontier_report.table(summary["frontier"], split_name))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
         console.print(f"wrote {args.json}")
@@ -382,5 +390,9 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         from recsys.evaluation.report import write_report
 
         path = write_report(Path(args.report), summary, result.recs, result.item_popularity)
+        if summary.get("frontier"):
+            from recsys.evaluation import frontier_report
+
+            path.write_text(path.read_text() + "\n" + frontier_report.write(Path(args.report), summary["frontier"]))
         console.print(f"wrote {path}")
     return 0
