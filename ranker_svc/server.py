@@ -337,8 +337,8 @@ async def serve(settings: RankerSettings, ready: asyncio.Event | None = None) ->
     channels = Channels(settings.feature_addr, settings.candidate_addr, security.channel_certificates())
     servicer = RecommenderServicer(channels, settings, lists, exposures)
     producer = consumer_name()
-    feedback = FeedbackServicer(stream, Limits.of(settings),
-                                on_accepted=lists.note if lists is not None else None, producer=producer)
+    feedback = FeedbackServicer(stream, Limits.of(settings), on_accepted=lists.note if lists is not None else None,
+                                producer=producer, pace=IN_FLIGHT.yield_to_requests)
     host = ServiceHost("ranker_svc", settings.host, settings.port, settings.metrics_port, security,
                        ServerLimits.of(settings))
     host.add(pb_grpc.add_RecommenderServicer_to_server, servicer, "recsys.v1.Recommender")

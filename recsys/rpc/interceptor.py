@@ -21,7 +21,7 @@ from recsys.rpc.admission import (
     guarded_deserializer,
     request_name,
 )
-from recsys.rpc.priority import IN_FLIGHT
+from recsys.rpc.priority import IN_FLIGHT, WRITE_METHODS
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -47,6 +47,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
         if admission.full:  # shed before even receiving the body: the cheapest refusal gRPC allows
             return _shed(service, method, admission.overloaded(), handler.response_serializer)
         typical = self._times.setdefault(handler_call_details.method, ServiceTime())
+        read = handler_call_details.method not in WRITE_METHODS  # writes yield to reads, not the reverse
 
         async def observed(request, context: aio.ServicerContext):
             GRPC_STARTED.labels(service, method).inc()
@@ -58,7 +59,8 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 rejected = admission.overloaded()
             if rejected is not None:
                 await _refuse(service, method, rejected, context, t0)
-            IN_FLIGHT.enter()
+            if read:
+                IN_FLIGHT.enter()
             admission.count += 1
             try:
                 response = await inner(request, context)
@@ -77,7 +79,8 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 raise
             finally:
                 admission.count -= 1
-                IN_FLIGHT.leave()
+                if read:
+                    IN_FLIGHT.leave()
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 GRPC_HANDLED.labels(service, method, name).inc()
                 GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - t0)

@@ -3,7 +3,8 @@
 A service's stream consumers run in threads of the process that serves requests, and Python runs one
 thread at a time: a consumer thread in the middle of a batch makes a request wait for the interpreter
 lock at every switch, which is how a steady event stream raised Recommend's p99 by half. So the gRPC
-server counts the calls in flight, and a background writer asks `yield_to_requests()` before each small
+server counts the calls in flight (reads: the write calls of WRITE_METHODS yield like background work),
+and a background writer, or a write call's worker, asks `yield_to_requests()` before each small
 slice of its work: it waits until no call is in flight, but never longer than `max_wait_s`, so under a
 continuous request load writes still take about slice / (slice + max_wait) of the process and the
 event-to-visible latency stays bounded (docs/feedback-loop.md).
@@ -14,6 +15,9 @@ from __future__ import annotations
 import threading
 
 DEFAULT_MAX_WAIT_S = 0.005
+# Calls that write: they yield to reads like the background writers do, so they are not counted as calls
+# in flight (a Send counted there would make its own worker wait for itself).
+WRITE_METHODS = frozenset({"/recsys.v1.Feedback/Send", "/recsys.v1.FeatureStore/RecordEvents"})
 
 
 class InFlight:
