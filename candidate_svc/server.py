@@ -91,7 +91,7 @@ def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGen
     process only, so each start replays the upserts since the bundle was trained."""
     return VersionConsumers(
         open_stream(settings.stream), "items",
-        handler=lambda group, gen: ItemApplier(gen, group),
+        handler=lambda group, gen: ItemApplier(gen, group, pace=IN_FLIGHT.yield_to_requests),
         start=lambda version, gen: getattr(gen, "stream_start", "begin"),
         replay=lambda gen: True, batch=settings.consumer_batch,
         pace=IN_FLIGHT.yield_to_requests)  # one slice per poll: add_items copies catalog-sized arrays

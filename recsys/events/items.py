@@ -5,23 +5,30 @@ known item does nothing, a changed one updates it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from recsys.events.codec import decode
 from recsys.metrics import EVENT_VISIBLE
 from recsys.retrieval.generator import CandidateGenerator
 from recsys.retrieval.growth import NewItem
 
+_DECODE_CHUNK = 64  # records decoded between two yields to requests (most are interactions: skipped)
+
 
 class ItemApplier:
-    def __init__(self, generator: CandidateGenerator, group: str):
+    def __init__(self, generator: CandidateGenerator, group: str, pace: Callable[[], object] | None = None):
+        """`pace` is called before each chunk of records: a serving process passes its yield to requests
+        (recsys.rpc.priority), so a long batch of interactions is skimmed in the gaps between requests."""
         self.generator = generator
         self.group = group
+        self.pace = pace or (lambda: None)
 
     def __call__(self, entries: Sequence) -> None:
         items: dict[str, NewItem] = {}  # the last upsert of an id in the batch wins, as in stream order
         accepted: list[int] = []
-        for e in entries:
+        for n, e in enumerate(entries):
+            if n and n % _DECODE_CHUNK == 0:
+                self.pace()
             rec = decode(e.data)
             if rec.WhichOneof("kind") == "event" and rec.event.WhichOneof("kind") == "item":
                 it = rec.event.item

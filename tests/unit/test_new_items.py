@@ -266,3 +266,23 @@ def test_ranker_embeddings_take_new_items():
     grown = emb.with_items(["c", "b"], np.array([[3, 4], [5, 0]], np.float32))
     assert np.allclose(grown.lookup(["a", "b", "c", "zz"]), [[1, 0], [1, 0], [0.6, 0.8], [0, 0]])
     assert np.allclose(emb.lookup(["b", "c"]), [[0, 1], [0, 0]])  # the original is untouched
+
+
+def test_the_items_consumer_skims_a_long_batch_in_paced_chunks(art):
+    """150 interactions around two upserts: decoded with a yield to requests every 64 records, and the
+    upserts (the last of an id winning) added in one call."""
+    from recsys.client import interaction, item_upsert
+    from recsys.events.codec import encode_event
+    from recsys.events.items import ItemApplier
+    from recsys.stream.base import Entry
+
+    gen = CandidateGenerator(art, GeneratorConfig(n=100))
+    n0, cat = gen.n_items, art.catalog.category_names[0]
+    events = [interaction("u1", art.item_ids[k % 50], "view") for k in range(150)]
+    events.insert(70, item_upsert("paced-a", "First title", [cat]))
+    events.insert(120, item_upsert("paced-a", "Second title", [cat]))
+    paced: list[int] = []
+    ItemApplier(gen, "items@test", pace=lambda: paced.append(1))(
+        [Entry(str(i), encode_event(ev, 1_000)) for i, ev in enumerate(events)])
+    assert len(paced) == 2  # before records 64 and 128 of 152
+    assert gen.n_items == n0 + 1 and gen.art.catalog.item_ids[-1] == "paced-a"
