@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "on a validation split and the test split (two more trainings)")
     e.add_argument("--groups", help="user attributes for the fairness audit, comma-separated, or 'all' "
                                     "(default: gender and age_band, the bands <25/25-34/35-44/45+ of age_bucket)")
+    e.add_argument("--ease-memory-gb", type=float, default=None,
+                   help="memory the dense EASE baseline may take (its items² matrix), in GB; it is skipped, with "
+                        "a note of what it needs, when that is more (default: half the memory available; 0: off)")
     e.set_defaults(func=cmd_eval)
 
     mo = sub.add_parser("models", help="the model registry: list, history, promote (with the gate), roll back")

@@ -165,13 +165,15 @@ def run(
     show_progress: bool = False,
     als_baseline: bool = True,
     fairness_attributes: Sequence[str] | None = None,
+    ease_memory_gb: float | None = None,
 ) -> EvalResult:
     """Split, train a bundle on the training part, then score every system on the test users.
 
     `seed` drives both the split and training (cfg.seed), as `recsys train --seed` does. Relevant items are
     all of a user's test interactions; every system recommends from the whole catalog (the bundle's items:
     training items plus item metadata) minus the user's training items, and metrics average over test users.
-    `fairness_attributes`: users-table columns to audit by (None: gender and age band when present).
+    `fairness_attributes`: users-table columns to audit by (None: gender and age band when present);
+    `ease_memory_gb`: dense EASE's memory budget (None: half the available memory; see `baselines.fit_ease`).
     """
     cfg = replace(cfg or TrainConfig(), seed=seed)
     t_start = time.time()
@@ -241,13 +243,13 @@ def run(
         recs["popularity"] = baselines.popularity(data, users, k)
         scorers = {"popularity": baselines.popularity_scorer(data)}  # full score functions, for AUC
         timings["popularity"] = time.time() - t
-        if len(catalog) <= baselines.EASE_MAX_ITEMS:
-            t = time.time()
-            scorers["ease"] = baselines.ease_scorer(data, reg=cfg.ease_reg)
-            recs["ease"] = baselines.recommend(data, users, scorers["ease"], k)
+        t = time.time()
+        ease_fn, ease_note = baselines.fit_ease(data, cfg.ease_reg, ease_memory_gb)  # None: over the memory budget
+        notes.append(ease_note)
+        if ease_fn is not None:
+            scorers["ease"] = ease_fn
+            recs["ease"] = baselines.recommend(data, users, ease_fn, k)
             timings["ease"] = time.time() - t
-        else:
-            notes.append(f"ease skipped: {len(catalog):,} items > {baselines.EASE_MAX_ITEMS:,} (dense EASE too big)")
         if als_baseline:
             t = time.time()
             scorers["als"] = baselines.als_scorer(data, cfg.als)
@@ -363,7 +365,8 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] --groups: {escape(str(exc))}", soft_wrap=True)
         return 2
     try:
-        kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups}
+        kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups,
+              "ease_memory_gb": getattr(args, "ease_memory_gb", None)}
         result = run(ds, args.protocol, args.k, args.seed, cfg, **kw)
     except NoTimeError as exc:  # e.g. --protocol temporal on Last.fm, which has no timestamps
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
