@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import random
 import threading
 import time
@@ -83,7 +84,10 @@ class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 def _serve_sink(conn: Connection) -> None:
-    """The collector's process: sends its port, then, when told to stop, the spans it counted per tag."""
+    """The collector's process: sends its port, then, when told to stop, the spans it counted per tag. At the
+    lowest CPU priority: it stands for a collector elsewhere, and its parsing must not take the cores from
+    the services it measures (they export; it only receives)."""
+    os.nice(19)
     with SpanSink() as sink:
         conn.send(sink.port)
         conn.recv()
