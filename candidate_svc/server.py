@@ -74,7 +74,7 @@ class CandidateServicer(pb_grpc.CandidateRetrieverServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         ids, c = gen.retrieve_ids(list(request.history), list(request.exclude_item_ids),
                                   request.n or self.settings.n_candidates, dict(request.user_attributes),
-                                  request.include_seen, quotas)
+                                  request.include_seen, quotas, request.user_id)
         masks = c.sources
         for i, src in enumerate(c.source_names):
             count = int(((masks >> np.uint64(i)) & np.uint64(1)).sum())

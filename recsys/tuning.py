@@ -174,7 +174,7 @@ def retrieval_ndcg(art, tables, labels: dict[str, set[str]], n_candidates: int, 
         r = row.get(u)
         hist = tables.user_history[r] if r is not None else []
         attrs = tables.user_attributes[r] if r is not None else {}
-        c = gen.retrieve(gen.indices(hist), attrs, n=n_candidates)
+        c = gen.retrieve(gen.indices(hist), attrs, n=n_candidates, user_id=u)
         fused = (np.nan_to_num(1.0 / (RRF_K + c.scores[:, als_rank]), nan=0.0)
                  + np.nan_to_num(1.0 / (RRF_K + c.scores[:, i2i_rank]), nan=0.0))
         top = c.items[np.argsort(-fused, kind="stable")[:k]]

@@ -7,7 +7,8 @@ Systems:
 - `pipeline_no_diversity`: the same call with λ = 1 (pure relevance);
 - `retrieval`: the candidate stage alone (`retrieve_list`, as candidate_svc serves it), its list ordered
   by reciprocal-rank fusion of the sources (see `retrieval_order`);
-- `popularity`, `ease`, `als`: baselines fitted on the same training split (`baselines.py`).
+- `popularity`, `ease`, `als`: baselines fitted on the same training split (`baselines.py`);
+- `ncf`: NeuMF on the same split, when PyTorch is installed and `ncf_baseline` asks (`ncf_baseline.py`).
 
 Beside the metrics table: AUC per system (`auc.py`), and the fairness and popularity-bias audit
 (`audit.py`: `fairness.py`, `popularity.py`).
@@ -36,6 +37,7 @@ from threadpoolctl import threadpool_limits
 from recsys.data.schema import Dataset
 from recsys.data.split import NoTimeError, stratified_split, temporal_split
 from recsys.evaluation import audit, audit_report, baselines, beyond
+from recsys.evaluation import ncf_baseline as ncf_eval
 from recsys.evaluation.auc import N_NEGATIVES, AucSample
 from recsys.pipeline.offline import OfflineStack
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
@@ -165,6 +167,7 @@ def run(
     show_progress: bool = False,
     als_baseline: bool = True,
     fairness_attributes: Sequence[str] | None = None,
+    ncf_baseline: bool = False,
     ease_memory_gb: float | None = None,
 ) -> EvalResult:
     """Split, train a bundle on the training part, then score every system on the test users.
@@ -172,6 +175,7 @@ def run(
     `seed` drives both the split and training (cfg.seed), as `recsys train --seed` does. Relevant items are
     all of a user's test interactions; every system recommends from the whole catalog (the bundle's items:
     training items plus item metadata) minus the user's training items, and metrics average over test users.
+    `ncf_baseline`: also train NeuMF (skipped with a note without PyTorch; `recsys eval` asks for it).
     `fairness_attributes`: users-table columns to audit by (None: gender and age band when present);
     `ease_memory_gb`: dense EASE's memory budget (None: half the available memory; see `baselines.fit_ease`).
     """
@@ -255,6 +259,9 @@ def run(
             scorers["als"] = baselines.als_scorer(data, cfg.als)
             recs["als"] = baselines.recommend(data, users, scorers["als"], k)
             timings["als"] = time.time() - t
+        ncf = ncf_eval.fit(data, cfg.ncf, seed, progress if show_progress else None, notes) if ncf_baseline else None
+        if ncf is not None:  # NeuMF (PyTorch, optional) scores by user row: no `scorers` entry, its AUC below
+            recs["ncf"], timings["ncf"] = ncf.recommend(users, k), ncf.train_seconds
 
         seen = train_df.groupby("user_id")["item_id"].agg(set)
         for name in ("pipeline", "retrieval"):
@@ -269,6 +276,8 @@ def run(
         sample = AucSample.build(catalog, {u: set(v) for u, v in seen.items()}, truth, N_NEGATIVES, seed)
         task = progress.add_task("AUC (ranker scores of all candidates)", total=len(users))
         aucs = audit.system_aucs(sample, recs, stack, retrieval_rankings, data, scorers, lambda: progress.advance(task))
+        if ncf is not None:
+            aucs["ncf"] = sample.mean_auc(ncf.score_items(sample.items))
         timings["auc"] = time.time() - t
 
         t = time.time()
@@ -330,6 +339,8 @@ def run(
         "timings": {s: round(v, 2) for s, v in timings.items()},
         "systems": systems,
         "auc": {"negatives_per_user": N_NEGATIVES, "users": sum(1 for n in sample.n_pos.values() if n)},
+        **({"ncf": {"train_seconds": ncf.train_seconds, "epochs": ncf.weights.epochs,
+                    "article_ndcg@10": ncf_eval.MSR_NCF_NDCG10}} if ncf is not None else {}),
         **_rounded(audited),
     }
     return EvalResult(summary=summary, recs=recs, item_popularity=pop)
@@ -365,7 +376,7 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] --groups: {escape(str(exc))}", soft_wrap=True)
         return 2
     try:
-        kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups,
+        kw = {"dataset_spec": args.dataset, "show_progress": True, "fairness_attributes": groups, "ncf_baseline": True,
               "ease_memory_gb": getattr(args, "ease_memory_gb", None)}
         result = run(ds, args.protocol, args.k, args.seed, cfg, **kw)
     except NoTimeError as exc:  # e.g. --protocol temporal on Last.fm, which has no timestamps
@@ -377,6 +388,8 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
     for note in summary["notes"]:
         console.print(f"note: {note}")
+    if line := ncf_eval.versus_article(summary):
+        console.print(line)
     console.print("timings (s): " + ", ".join(f"{s} {v:.1f}" for s, v in summary["timings"].items()))
     if getattr(args, "frontier", False):  # re-rankers over a grid (frontier.py): two more trainings
         from recsys.evaluation import frontier, frontier_report

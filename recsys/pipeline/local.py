@@ -51,7 +51,7 @@ class LocalCandidateSource:
                        quotas: dict[str, float] | None = None) -> CandidateList:
         _check("candidates", self.version, version)
         gen = self.generator
-        ids, c = gen.retrieve_ids(history, exclude, n, attributes, include_seen, quotas)
+        ids, c = gen.retrieve_ids(history, exclude, n, attributes, include_seen, quotas, user_id)
         return CandidateList(item_ids=ids, score_names=list(c.score_names), scores=c.scores, source_masks=c.sources,
                              source_vocab=list(c.source_names), model_version=self.version,
                              relative_score_names=list(gen.relative_score_names),

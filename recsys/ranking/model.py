@@ -41,8 +41,10 @@ class RankerParams:
     base_weight: float = 1.0
     # Further scores added to the base with weights fit on the training lists (coordinate search on list
     # nDCG@10): a linear blend of retrieval scores is hard for trees to express but cheap to fit directly.
+    # Features a bundle lacks are skipped (ncf_score_z exists only when the optional ncf source is configured).
     blend_features: list[str] = field(default_factory=lambda: [
-        "seq_score_z", "als_score_z", "segment_score_z", "item_popularity_rel", "embedding_similarity"])
+        "seq_score_z", "als_score_z", "segment_score_z", "item_popularity_rel", "embedding_similarity",
+        "ncf_score_z"])
     blend_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
     blend_z: float = 2.0              # significance a weight change needs (standard errors of the list gains)
     # The trees are kept only if they beat the base alone by this much nDCG@10 on the validation lists.

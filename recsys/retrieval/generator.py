@@ -161,13 +161,15 @@ class CandidateGenerator:
 
     def retrieve(self, history: np.ndarray, attributes: dict[str, str] | None = None, n: int | None = None,
                  exclude: np.ndarray | None = None, include_seen: bool = False,
-                 quotas: dict[str, float] | None = None) -> Candidates:
+                 quotas: dict[str, float] | None = None, user_id: str = "") -> Candidates:
         """Candidates for a user given their item history (indices, oldest first). `quotas` overrides the
-        shares of the budget for a user with history (an experiment arm's setting)."""
-        return self._retrieve(self._live, history, attributes, n, exclude, include_seen, quotas)
+        shares of the budget for a user with history (an experiment arm's setting); `user_id` reaches
+        sources with per-user parameters."""
+        return self._retrieve(self._live, history, attributes, n, exclude, include_seen, quotas, user_id)
 
     def _retrieve(self, live: _Live, history: np.ndarray, attributes: dict[str, str] | None, n: int | None,
-                  exclude: np.ndarray | None, include_seen: bool, quotas: dict[str, float] | None) -> Candidates:
+                  exclude: np.ndarray | None, include_seen: bool, quotas: dict[str, float] | None,
+                  user_id: str = "") -> Candidates:
         n = n or self.config.n
         banned = np.zeros(live.n_items, dtype=bool)
         if exclude is not None and len(exclude):
@@ -177,7 +179,7 @@ class CandidateGenerator:
         # Deep enough to survive the filtering of seen/excluded items, but bounded: a user with tens of
         # thousands of seen items must not turn every request into a catalog-sized search.
         req = SourceRequest(history=history, recent=history[-self.config.history_window:],
-                            attributes=attributes or {}, depth=n + min(int(banned.sum()), 3 * n))
+                            attributes=attributes or {}, depth=n + min(int(banned.sum()), 3 * n), user_id=user_id)
         share = self.cold_quotas if req.cold_user else (self.quotas if not quotas else self.quotas | quotas)
         budget = {s: int(round(q * n)) for s, q in share.items()}
         proposals = [_propose(s, req) for s in live.sources]
@@ -195,11 +197,12 @@ class CandidateGenerator:
                           source_names=self.source_names)
 
     def retrieve_ids(self, history: list[str], exclude: list[str], n: int, attributes: dict[str, str],
-                     include_seen: bool, quotas: dict[str, float] | None = None) -> tuple[list[str], Candidates]:
+                     include_seen: bool, quotas: dict[str, float] | None = None,
+                     user_id: str = "") -> tuple[list[str], Candidates]:
         """`retrieve` on item ids (unknown ids are skipped): the candidates' ids and the candidates."""
         live = self._live
         c = self._retrieve(live, self.indices(history, live.n_items), attributes, n or None,
-                           self.indices(exclude, live.n_items), include_seen, quotas)
+                           self.indices(exclude, live.n_items), include_seen, quotas, user_id)
         return (live.art.item_ids[c.items].tolist() if len(c.items) else []), c
 
     def _merge(self, lists: list[np.ndarray | None], budget: dict[str, int], banned: np.ndarray,

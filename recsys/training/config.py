@@ -12,6 +12,7 @@ import yaml
 
 from recsys.ranking.model import RankerParams
 from recsys.retrieval.als import ALSParams
+from recsys.retrieval.ncf import NCFParams
 from recsys.retrieval.sources import DEFAULT_SOURCES
 from recsys.settings import N_CANDIDATES
 
@@ -20,6 +21,7 @@ from recsys.settings import N_CANDIDATES
 class TrainConfig:
     als: ALSParams = field(default_factory=ALSParams)
     ranker: RankerParams = field(default_factory=RankerParams)
+    ncf: NCFParams = field(default_factory=NCFParams)  # NeuMF, when `sources` names "ncf" (needs the ncf extra)
     ease_reg: float = 400.0           # EASE L2 weight (item-to-item source on catalogs up to 12k items)
     neighbors: int = 1000             # item-to-item neighbours kept per item (EASE: 400 loses ~0.002 nDCG@10)
     sequence_neighbors: int = 200     # time-adjacent neighbours kept per item (0 = no sequence source)

@@ -35,4 +35,4 @@ def known_sources() -> list[str]:
 
 def _builtins() -> None:
     # Imported on first use: each module registers itself, and this package stays import-cycle free.
-    from recsys.retrieval.sources import als, content, i2i, popular, segment, sequence  # noqa: F401
+    from recsys.retrieval.sources import als, content, i2i, ncf, popular, segment, sequence  # noqa: F401

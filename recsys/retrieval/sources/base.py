@@ -69,6 +69,7 @@ class SourceRequest:
     recent: np.ndarray              # the most recent part, which drives history-based sources
     attributes: dict[str, str]
     depth: int                      # how many items a source should propose (survives seen-item filtering)
+    user_id: str = ""               # who asks ("": unknown); for models with per-user parameters (ncf)
 
     @property
     def cold_user(self) -> bool:
