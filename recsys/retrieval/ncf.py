@@ -35,7 +35,9 @@ class NCFParams:
     valid_users: int = 1000           # at most this many users measured per epoch
     refit: bool = True                # retrain on all training data for the best epoch count
     propose: bool = True              # candidate source: propose items (False: score columns only, cheap)
-    threads: int = 0                  # torch intra-op threads (0: torch's default)
+    # torch intra-op threads (0: torch's default). One: the matrices are small, and on 2 busy cores a batch took
+    # 7 ms on one thread against 84-306 ms on two (OpenMP threads spin waiting for descheduled siblings).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if min(self.gmf_dim, self.mlp_dim, self.negatives, self.batch_size, self.max_epochs) < 1 or not self.layers:
