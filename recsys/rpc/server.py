@@ -143,7 +143,7 @@ def event_loop_runner(name: str) -> Callable[[Awaitable[None]], None]:
 
 
 def run(main: Callable[[], Awaitable[None]], service: str = "recsys", log_format: str = "text",
-        event_loop: str = "uvloop") -> None:
+        event_loop: str = "asyncio") -> None:
     """Run a service's main coroutine on `event_loop`, its logs in `log_format` (recsys/rpc/logs.py) and its
     tracing as the OTEL_* variables say (recsys/rpc/tracing.py); RECSYS_LOG_LEVEL=DEBUG turns on ranker_svc's
     access log."""
