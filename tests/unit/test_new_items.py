@@ -49,7 +49,10 @@ def per_item_lengths(gen: CandidateGenerator) -> dict[str, int]:
     for s in live.sources:
         if s.name == "als":
             out["fold_in"] = len(s.fold_in.item_factors)
-            out["als_slots"] = int((s.item_of_slot >= 0).sum()) if s.item_of_slot is not None else s.index.ntotal
+            # An ungrown copy sees the slots below its catalog's size: the shared index may already hold
+            # vectors a concurrent add_items appended for the next snapshot.
+            out["als_slots"] = (int((s.item_of_slot >= 0).sum()) if s.item_of_slot is not None
+                                else min(s.index.ntotal, s.catalog.n_items))
         elif s.name in ("i2i", "seq"):
             out[f"{s.name}_rows"], out[f"{s.name}_cols"] = s.table.shape
         elif s.name == "popular":
