@@ -85,7 +85,13 @@ class ConsumerLoop:
         if self.pace is not None:
             self.pace()
         self._check_pending = self._check_pending or self._failed
-        entries = self._fetch()
+        try:
+            entries = self._fetch()
+        except BaseException:
+            # A read that failed may still have delivered entries to us (Redis ran XREADGROUP and died
+            # before its reply arrived): they are ours, pending, and nobody else reads them for 30 s.
+            self._check_pending = True
+            raise
         done: list[Entry] = []
         failed: list[tuple[Entry, BaseException]] = []
         try:

@@ -166,4 +166,16 @@ def test_a_redis_restart_loses_no_accepted_event(durable_redis, small_bundle, tm
         stream.close()
         assert set(accepted) <= stored, f"{len(set(accepted) - stored)} accepted events were lost"
         # and the features consumer applies every one of them exactly once
-        wait_for(lambda: counter(c, "restart-user") == len(set(accepted) | stored), 20, "every event applied")
+        expected = len(set(accepted) | stored)
+        try:
+            wait_for(lambda: counter(c, "restart-user") == expected, 20, "every event applied")
+        except AssertionError:
+            import redis as redis_py
+
+            r = redis_py.Redis.from_url(url)
+            groups = r.xinfo_groups("restart:events")
+            pend = {g["name"].decode(): r.xpending("restart:events", g["name"]) for g in groups}
+            dead = r.xlen("restart:events:dead") if r.exists("restart:events:dead") else 0
+            logs = "".join(p.read_text()[-3000:] for p in sorted((tmp_path / "logs").glob("feature_svc*")))
+            raise AssertionError(f"applied {counter(c, 'restart-user')} of {expected} events; groups {groups}; "
+                                 f"pending {pend}; dead letters {dead}; feature_svc's log ends:\n{logs}") from None

@@ -201,3 +201,31 @@ def test_pending_entries_are_asked_for_only_when_some_may_exist(stream: DiskLogS
         loop.poll_once()
     assert sorted(seen) == sorted(f"e{i}".encode() for i in range(6))
     assert calls["pending"] == 1  # at start only: every later batch was acknowledged
+
+
+def test_entries_a_failed_read_delivered_are_applied_after_the_outage(stream: DiskLogStream,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis can run an XREADGROUP and die before its reply arrives: the entries are pending for this
+    consumer, and the next poll after the outage must ask for them (found by killing Redis under load)."""
+    stream.append([(None, b"before")])
+    stream.ensure_group("lost-reply")
+    real_read, lost = stream.read, [1]
+    seen: list[bytes] = []
+    loop = ConsumerLoop(stream, "lost-reply", "c", lambda entries: seen.extend(e.data for e in entries),
+                        block_s=0, claim_idle_s=3600)  # no claim rescues them within the test
+    loop.poll_once()
+    assert seen == [b"before"]
+    stream.append([(None, b"during")])
+
+    def read_then_lose_the_reply(*args: object, **kwargs: object) -> list[Entry]:
+        entries = real_read(*args, **kwargs)
+        if lost[0] and entries:
+            lost[0] -= 1
+            raise StreamUnavailable("event log unavailable during read: connection reset")
+        return entries
+
+    monkeypatch.setattr(stream, "read", read_then_lose_the_reply)
+    with pytest.raises(StreamUnavailable):
+        loop.poll_once()
+    loop.poll_once()
+    assert seen == [b"before", b"during"] and stream.lag("lost-reply") == 0
