@@ -24,8 +24,9 @@ GRPC_LATENCY = Histogram(
 GRPC_REJECTED = Counter(
     "recsys_grpc_server_rejected_total",
     "Calls refused before their handler ran (also in grpc_server_handled_total), by reason: overloaded "
-    "(max_in_flight, RESOURCE_EXHAUSTED), deadline (passed while queued), too_large (max_message_bytes) or "
-    "undecodable (not a valid request message, INVALID_ARGUMENT).", ["grpc_service", "grpc_method", "reason"])
+    "(max_in_flight, RESOURCE_EXHAUSTED), deadline (passed while queued), too_large (max_message_bytes), "
+    "undecodable (not a valid request message, INVALID_ARGUMENT) or too_big_field (an id, map or list over "
+    "its size setting, INVALID_ARGUMENT).", ["grpc_service", "grpc_method", "reason"])
 
 STAGE_LATENCY = Histogram(
     "recsys_stage_duration_seconds", "Time spent in each stage of the Recommend pipeline.",

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from recsys.rpc.limits import SIZE_PROBLEMS, RequestLimits
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Cheap calls that must answer even under overload: probes, and the ranker's check of its dependencies'
@@ -40,13 +42,15 @@ class ServerLimits:
     max_in_flight: int = 0
     drain_delay_s: float = 0.0
     drain_grace_s: float = 10.0
+    request: RequestLimits = field(default_factory=RequestLimits)  # sizes checked as a request is parsed
 
     @classmethod
     def of(cls, settings: object) -> ServerLimits:
         return cls(max_message_bytes=getattr(settings, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
                    max_in_flight=getattr(settings, "max_in_flight", 0),
                    drain_delay_s=getattr(settings, "drain_delay_s", 0.0),
-                   drain_grace_s=getattr(settings, "drain_grace_s", 10.0))
+                   drain_grace_s=getattr(settings, "drain_grace_s", 10.0),
+                   request=RequestLimits.of(settings))
 
     def transport_options(self) -> list[tuple[str, int]]:
         """gRPC server options: the transport's hard ceiling is twice the limit, so bodies between the two
@@ -120,7 +124,9 @@ def deadline_passed(remaining: float | None) -> Rejected | None:
 def guarded_deserializer(deserialize: Callable[[bytes], Any] | None, request_name: str, limits: ServerLimits,
                          admission: Admission) -> Callable[[bytes], Any]:
     """The method's deserializer, refusing (as a `Rejected`) before parsing when the server is full or the
-    body too large, and turning a body that does not parse into a clear INVALID_ARGUMENT."""
+    body too large, and turning a body that does not parse, or a field over its size bound
+    (recsys.rpc.limits.SIZE_PROBLEMS), into a clear INVALID_ARGUMENT."""
+    size_problem = SIZE_PROBLEMS.get(request_name)
 
     def guarded(raw: bytes) -> Any:
         if admission.full:
@@ -132,10 +138,13 @@ def guarded_deserializer(deserialize: Callable[[bytes], Any] | None, request_nam
         if deserialize is None:
             return raw
         try:
-            return deserialize(raw)
+            message = deserialize(raw)
         except (DecodeError, ValueError, TypeError) as exc:
             return Rejected(grpc.StatusCode.INVALID_ARGUMENT,
                             f"the request body is not a valid {request_name} message ({exc})", "undecodable")
+        if size_problem is not None and (problem := size_problem(message, limits.request)):
+            return Rejected(grpc.StatusCode.INVALID_ARGUMENT, problem, "too_big_field")  # the message is freed now
+        return message
 
     return guarded
 

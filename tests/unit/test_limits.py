@@ -64,6 +64,7 @@ def test_the_limits_come_from_the_settings():
     assert (send.max_id, send.max_attributes, send.max_title, send.max_batch) == (7, 3, 11, 13)
     server = ServerLimits.of(s)
     assert (server.max_message_bytes, server.max_in_flight) == (2048, 5)
+    assert server.request == RequestLimits.of(s)  # checked by the deserializer too
     assert dict(server.transport_options())["grpc.max_receive_message_length"] == 4096  # the hard ceiling
 
 
@@ -135,3 +136,19 @@ def test_the_service_config_retries_unavailable_only_under_a_budget():
     with grpc.insecure_channel("127.0.0.1:1", options=options) as ch, pytest.raises(grpc.RpcError) as err:
         ch.unary_unary("/recsys.v1.FeatureStore/GetUserFeatures")(b"", timeout=0.2)
     assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err.value.details()
+
+
+def test_the_guarded_deserializer_refuses_a_field_over_its_size_setting_as_it_parses():
+    limits = ServerLimits(request=RequestLimits(max_map_entries=2, max_id_len=5))
+    des = guarded_deserializer(pb.RecommendRequest.FromString, "recsys.v1.RecommendRequest", limits, Admission(0))
+    ok = pb.RecommendRequest(user_id="u", k=1, user_attributes={"a": "1", "b": "2"})
+    assert des(ok.SerializeToString()) == ok
+    for req, problem in ((pb.RecommendRequest(user_id="u", k=1, user_attributes={"a": "1", "b": "2", "c": "3"}),
+                          "user_attributes: at most 2 entries, got 3"),
+                         (pb.RecommendRequest(user_id="u" * 6, k=1), "user_id must be at most 5 characters, got 6")):
+        bad = des(req.SerializeToString())
+        assert isinstance(bad, Rejected) and bad.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert (bad.details, bad.reason) == (problem, "too_big_field")
+    # a type without a size check is only parsed
+    raw = guarded_deserializer(pb.RecommendResponse.FromString, "recsys.v1.RecommendResponse", limits, Admission(0))
+    assert raw(pb.RecommendResponse(request_id="r" * 50).SerializeToString()).request_id == "r" * 50
