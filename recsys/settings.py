@@ -43,7 +43,7 @@ _DEFS = [
     Setting("log_format", "text", "log lines: text, or json (one object per line with request_id and trace_id; "
             "the Kubernetes manifests set json)", ALL),
     Setting("event_loop", "asyncio", "the serving event loop: asyncio (the standard library's) or uvloop (libuv: "
-            "a shorter latency tail, but more memory under large concurrent requests; docs/feedback-loop.md)", ALL),
+            "a faster loop; through the whole ranker it measured alike, docs/feedback-loop.md)", ALL),
     Setting("bundle", None, "model bundle directory; repeat to hold several versions (the first is the default)",
             ALL, factory=list),
     Setting("registry", "", "model registry directory: hold its champion and live versions, follow changes "
