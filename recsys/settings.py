@@ -68,7 +68,9 @@ _DEFS = [
     Setting("max_id_len", 512, "longest id in a request (user, item, model version; Send: user and item ids)",
             ALL, (1, 1_000_000)),
     Setting("max_map_entries", 100, "most entries in a request's map (user_attributes, context.extra, force_arms, "
-            "source_quotas, an event's attributes)", C + R, (0, 1_000_000)),
+            "source_quotas, an event's attributes); a Recommend or Retrieve over any size setting is refused as it "
+            "is parsed (INVALID_ARGUMENT, `recsys_grpc_server_rejected_total{reason=\"too_big_field\"}`)", C + R,
+            (0, 1_000_000)),
     Setting("max_map_key_len", 100, "longest key of such a map entry", C + R, (1, 1_000_000)),
     Setting("max_map_value_len", 1000, "longest value of such a map entry (and context.surface, context.device)",
             C + R, (1, 10_000_000)),
