@@ -164,8 +164,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             # an arm's version retired since the file was validated: the default answers, no arm is claimed
             route = Route()
             _, model = self.models.get("")
-        pipeline = self.pipeline.override(**({k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES}
-                                             | rerank_overrides(request)))  # the request's re-ranker wins
+        pipeline = self._pipeline(model).override(**({k: route.overrides.get(k) for k in _PIPELINE_OVERRIDES}
+                                                     | rerank_overrides(request)))  # the request's re-ranker wins
         lam = request.diversity_lambda if request.HasField("diversity_lambda") else None
         params = RecommendParams(
             user_id=request.user_id, k=request.k, diversity_lambda=lam,
@@ -225,7 +225,12 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         _, model = self.models.get(version)
         deadline = time.monotonic() + self.settings.dependency_timeout_ms / 1000.0
         return await self._compute(replace(params, model_version=model.version, explain=False), model,
-                                   lambda: deadline - time.monotonic(), "shadow", self.pipeline)
+                                   lambda: deadline - time.monotonic(), "shadow", self._pipeline(model))
+
+    def _pipeline(self, model: ServingModel) -> PipelineConfig:
+        """The settings a version serves with by default: the re-ranker its training chose on validation
+        (`bundle_reranker`), else the service's; arms and requests override either."""
+        return self.pipeline.with_defaults(model.defaults) if self.settings.bundle_reranker else self.pipeline
 
     def _versions_changed(self, models: LiveVersions[ServingModel]) -> None:
         """A version came or went: its quality metrics, and the experiments file checked against the new set

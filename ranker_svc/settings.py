@@ -28,6 +28,7 @@ class RankerSettings:
     diversity_lambda: float = setting("diversity_lambda")
     mmr_pool: int = setting("mmr_pool")
     reranker: str = setting("reranker")
+    bundle_reranker: bool = setting("bundle_reranker")
     calibration_lambda: float = setting("calibration_lambda")
     category_cap: int = setting("category_cap")
     longtail_beta: float = setting("longtail_beta")

@@ -75,6 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     for k, v in sorted(meta.metrics.items()):
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(table)
+    if meta.params.get("selection", {}).get("reasons"):
+        from recsys.training.select import table as selection_table
+
+        console.print(selection_table(meta.params["selection"]))
     console.print(f"trained in {time.time() - t0:.1f}s")
     return 0
 

@@ -100,6 +100,9 @@ _DEFS = [
     Setting("mmr_pool", MMR_POOL, "top candidates considered by MMR", R, (1, 100_000)),
     Setting("reranker", RERANKER, "default re-ranker of the top mmr_pool candidates: mmr, calibrated (the list's "
             "category mix follows the user's history, Steck 2018), category_caps or longtail", R),
+    Setting("bundle_reranker", True, "serve with the re-ranker a bundle's training chose on validation (its "
+            "serving_defaults, recsys train); false: the reranker and diversity_lambda settings for every bundle; "
+            "a request's or an arm's re-ranker wins either way", R),
     Setting("calibration_lambda", CALIBRATION_LAMBDA, "calibrated re-ranker: weight of miscalibration against "
             "relevance (0 = relevance order)", R, (0.0, 1.0)),
     Setting("category_cap", CATEGORY_CAP, "category_caps re-ranker: most items of one category in a list", R,

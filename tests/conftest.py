@@ -96,8 +96,10 @@ def small_train_config():
     from recsys.retrieval.als import ALSParams
     from recsys.training.config import TrainConfig
 
+    # select_grid="small": the hyperparameter searches run (every bundle of the suite has a selection) on
+    # their smallest grids, so the session's bundles stay seconds to train
     return TrainConfig(als=ALSParams(factors=16, iterations=8), ranker=RankerParams(num_boost_round=60),
-                       n_candidates=100, max_ranker_users=400)
+                       n_candidates=100, max_ranker_users=400, select_grid="small")
 
 
 @pytest.fixture(scope="session")

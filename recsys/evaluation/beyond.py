@@ -8,12 +8,14 @@ numbers sit side by side. Every function takes plain `{user: [item ids in displa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+# ILD and the similarity it uses live beside the other list metrics (the trainer's re-ranker choice uses them)
+from recsys.ranking.metrics import ItemSimilarity as ItemSimilarity
+from recsys.ranking.metrics import intra_list_diversity as intra_list_diversity
 from recsys.ranking.metrics import ndcg_at_k
-from recsys.ranking.mmr import similarity_matrix
 
 Lists = Mapping[str, Sequence[str]]
 SEGMENTS = ("light", "medium", "heavy")
@@ -28,28 +30,6 @@ def catalog_coverage(recs: Lists, catalog_size: int, k: int) -> float:
     if catalog_size <= 0:
         return 0.0
     return len({i for items in recs.values() for i in items[:k]}) / catalog_size
-
-
-def intra_list_diversity(recs: Lists, similarity: Callable[[list[str]], np.ndarray | None], k: int) -> float:
-    """Mean over users of the mean pairwise dissimilarity (1 − similarity) within each top-k list.
-
-    `similarity(ids)` returns the [n, n] item similarity in [0, 1] (use `ItemSimilarity`, the one MMR
-    uses, for every system so the numbers are comparable). Lists with fewer than two items have no
-    pairs and are left out of the mean; 0 when no list has a pair.
-    """
-    out = []
-    for items in recs.values():
-        ids = list(items[:k])
-        n = len(ids)
-        if n < 2:
-            continue
-        sim = similarity(ids)
-        if sim is None:  # no embeddings nor categories: nothing is similar to anything
-            out.append(1.0)
-            continue
-        iu = np.triu_indices(n, 1)
-        out.append(float(np.mean(1.0 - sim[iu])))
-    return float(np.mean(out)) if out else 0.0
 
 
 def novelty(recs: Lists, popularity: Mapping[str, int], n_users: int, k: int) -> float:
@@ -118,16 +98,3 @@ def ndcg_by_segment(
         vals = [ndcg_at_k(list(recs.get(u, [])), truth[u], k) for u in users]
         out[name] = float(np.mean(vals)) if vals else float("nan")
     return out
-
-
-class ItemSimilarity:
-    """The similarity MMR diversifies with (`recsys.ranking.mmr.similarity_matrix`): a blend of cosine of
-    unit ALS item embeddings and Jaccard overlap of categories. Using it for ILD measures diversity in the
-    very sense the re-ranker optimises, and the same object scores every system."""
-
-    def __init__(self, embeddings: Callable[[list[str]], np.ndarray], categories: Mapping[str, list[str]]):
-        self.embeddings = embeddings
-        self.categories = categories
-
-    def __call__(self, ids: list[str]) -> np.ndarray | None:
-        return similarity_matrix(self.embeddings(ids), [self.categories.get(i, []) for i in ids])

@@ -134,7 +134,9 @@ def markdown(summary: dict) -> str:
         f"Every test interaction is relevant; each system recommends from all items minus the user's training "
         f"items; metrics are averaged over test users.",
         "",
-        f"- `pipeline`: the serving path (candidates → LightGBM ranker → MMR at λ = {summary['diversity_lambda']}), "
+        f"- `pipeline`: the serving path (candidates → LightGBM ranker → "
+        f"{summary.get('reranker', 'mmr diversity_lambda=' + str(summary['diversity_lambda']))}, the re-ranker "
+        "training chose on validation), "
         "run in-process through the services' own code",
         "- `pipeline_no_diversity`: the same with MMR off (λ = 1)",
         f"- `retrieval`: the candidate stage alone ({summary['n_candidates']} candidates), top-k by "

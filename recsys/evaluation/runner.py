@@ -143,6 +143,13 @@ def _candidates(stack: OfflineStack, users: list[str], on_user: Callable[[], Non
     return asyncio.run(run())
 
 
+def reranker_label(cfg: PipelineConfig) -> str:
+    """The default re-ranker and its parameter, e.g. `mmr diversity_lambda=0.8`."""
+    param = {"mmr": "diversity_lambda", "calibrated": "calibration_lambda", "category_caps": "category_cap",
+             "longtail": "longtail_beta"}[cfg.reranker]
+    return f"{cfg.reranker} {param}={getattr(cfg, param):g}"
+
+
 def _r(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), 6)
 
@@ -210,10 +217,12 @@ def run(
     # One BLAS thread: MMR's similarity products are ~100x64 matrices, where OpenBLAS's thread hand-off
     # costs more than the work (measured 5-7x slower per request on 2 busy cores); results are unchanged.
     with _progress(show_progress) as progress, threadpool_limits(1, user_api="blas"):
-        for name, lam_arg in (("pipeline", None), ("pipeline_no_diversity", 1.0)):
+        # pipeline: the bundle's chosen re-ranker default, as served; pipeline_no_diversity: MMR at λ = 1
+        for name, lam_arg, st in (("pipeline", None, stack),
+                                  ("pipeline_no_diversity", 1.0, stack.with_pipeline(reranker="mmr"))):
             t = time.time()
             task = progress.add_task(name, total=len(users))
-            out = stack.recommend_many(users, k, lam_arg, progress=lambda task=task: progress.advance(task))
+            out = st.recommend_many(users, k, lam_arg, progress=lambda task=task: progress.advance(task))
             recs[name] = {u: [i.item_id for i in r.items] for u, r in out.items()}
             timings[name] = time.time() - t
             fell_back = sum(r.fallback for r in out.values())
@@ -329,6 +338,9 @@ def run(
         "n_test_users": len(users),
         "n_catalog_items": len(catalog),
         "diversity_lambda": lam,
+        "reranker": reranker_label(stack.pipeline),
+        # what `recsys train` chose on its validation split (recsys/training/select.py)
+        "selection": meta.params.get("selection", {}) | {"serving_defaults": meta.params.get("serving_defaults", {})},
         "n_candidates": n_cand,
         "retrieval_order": "reciprocal-rank fusion (k=60) of each source's own ranking of its candidates",
         "retrieval_by_source": by_source,

@@ -4,7 +4,9 @@ its own re-ranker."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from recsys.ranking.rerankers import problem as rerank_problem
 from recsys.settings import (
@@ -20,6 +22,8 @@ from recsys.settings import (
     RERANKER,
 )
 
+# What a bundle's `serving_defaults` may set: the re-ranker its training chose on validation (recsys train).
+BUNDLE_DEFAULTS = ("reranker", "diversity_lambda", "calibration_lambda", "category_cap", "longtail_beta")
 _RERANK_PARAM = {"calibrated": "calibration_lambda", "category_caps": "category_cap", "longtail": "longtail_beta"}
 
 
@@ -45,6 +49,11 @@ class PipelineConfig:
         """This config with the given settings replaced; None leaves a setting as it is."""
         changes = {k: v for k, v in changes.items() if v is not None}
         return replace(self, **changes) if changes else self
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> PipelineConfig:
+        """These settings with a bundle's chosen re-ranker defaults in place (keys other than BUNDLE_DEFAULTS
+        are ignored; an arm's or a request's override still applies on top)."""
+        return self.override(**{k: v for k, v in defaults.items() if k in BUNDLE_DEFAULTS})
 
     def cache_key(self) -> tuple:
         """What the user-and-model part of the pipeline depends on (not λ, the pool, exclusions or k), and the

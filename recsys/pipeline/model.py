@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recsys.bundle import BundleError, read_metadata, verify_bundle
+from recsys.pipeline.config import PipelineConfig
 from recsys.ranking.model import RankerModel
 
 POPULAR_KEPT = 1000  # enough for any k after exclusions
@@ -70,6 +72,9 @@ class ServingModel:
     # The most popular item ids, most popular first: what the ranker can serve on its own when its
     # dependencies are down (ranker_svc/degraded.py).
     popular: list[str] = field(default_factory=list)
+    # The re-ranker settings `recsys train` chose on validation (params.serving_defaults; empty for bundles
+    # without a selection): ranker_svc serves with them unless its `bundle_reranker` setting is off.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, bundle_dir: Path, verify: bool = True) -> ServingModel:
@@ -89,6 +94,13 @@ class ServingModel:
             popularity = np.load(popularity_file)
             if len(popularity) == len(ids):
                 popular = [str(x) for x in ids[np.argsort(-popularity, kind="stable")[:POPULAR_KEPT]]]
-        return cls(version=meta.version, created=meta.created, ranker=ranker, popular=popular,
+        defaults = meta.params.get("serving_defaults") or {}
+        if not isinstance(defaults, dict):
+            raise BundleError(f"{bundle_dir}: params.serving_defaults must be a mapping, got {defaults!r:.80}")
+        try:
+            PipelineConfig().with_defaults(defaults)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{bundle_dir}: params.serving_defaults: {exc}") from exc
+        return cls(version=meta.version, created=meta.created, ranker=ranker, popular=popular, defaults=dict(defaults),
                    embeddings=ItemEmbeddings.from_factors(ids, emb),
                    metrics={k: float(v) for k, v in meta.metrics.items() if isinstance(v, int | float)})

@@ -35,10 +35,15 @@ class OfflineStack:
         self.model = model
 
     @classmethod
-    def from_bundle(cls, bundle: Path, pipeline: PipelineConfig | None = None) -> OfflineStack:
+    def from_bundle(cls, bundle: Path, pipeline: PipelineConfig | None = None,
+                    bundle_defaults: bool = True) -> OfflineStack:
+        """The stack serving would run for this bundle: with `bundle_defaults`, the re-ranker the bundle chose
+        on validation replaces `pipeline`'s (as ranker_svc's `bundle_reranker` setting does)."""
         bundle = Path(bundle)
-        return cls(RetrievalArtifacts.load(bundle / "retrieval"), FeatureTables.load(bundle / "features"),
-                   ServingModel.load(bundle), pipeline)
+        model = ServingModel.load(bundle)
+        pipeline = pipeline or PipelineConfig()
+        return cls(RetrievalArtifacts.load(bundle / "retrieval"), FeatureTables.load(bundle / "features"), model,
+                   pipeline.with_defaults(model.defaults) if bundle_defaults else pipeline)
 
     def recommend_many(self, user_ids: Iterable[str], k: int, diversity_lambda: float | None = None,
                        progress=None) -> dict[str, Recommendation]:
@@ -57,7 +62,11 @@ class OfflineStack:
 
     def with_lambda(self, lam: float) -> OfflineStack:
         """The same stack with another default MMR λ (shares all loaded state)."""
+        return self.with_pipeline(diversity_lambda=lam)
+
+    def with_pipeline(self, **changes) -> OfflineStack:
+        """The same stack with some pipeline settings replaced (shares all loaded state)."""
         other = object.__new__(OfflineStack)
         other.__dict__.update(self.__dict__)
-        other.pipeline = replace(self.pipeline, diversity_lambda=lam)
+        other.pipeline = replace(self.pipeline, **changes)
         return other

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+
+from recsys.ranking.mmr import similarity_matrix
 
 
 def ndcg_at_k(recommended: Sequence[str], relevant: set[str], k: int) -> float:
@@ -77,3 +79,39 @@ def category_coverage(list_categories: Sequence[Sequence[str]],
         return None
     shown = {c for cats in list_categories for c in cats}
     return len(wanted & shown) / len(wanted)
+
+
+def intra_list_diversity(recs: Mapping[str, Sequence[str]], similarity: Callable[[list[str]], np.ndarray | None],
+                         k: int) -> float:
+    """Mean over users of the mean pairwise dissimilarity (1 − similarity) within each top-k list.
+
+    `similarity(ids)` returns the [n, n] item similarity in [0, 1] (use `ItemSimilarity`, the one MMR
+    uses, for every system so the numbers are comparable). Lists with fewer than two items have no
+    pairs and are left out of the mean; 0 when no list has a pair.
+    """
+    out = []
+    for items in recs.values():
+        ids = list(items[:k])
+        n = len(ids)
+        if n < 2:
+            continue
+        sim = similarity(ids)
+        if sim is None:  # no embeddings nor categories: nothing is similar to anything
+            out.append(1.0)
+            continue
+        iu = np.triu_indices(n, 1)
+        out.append(float(np.mean(1.0 - sim[iu])))
+    return float(np.mean(out)) if out else 0.0
+
+
+class ItemSimilarity:
+    """The similarity MMR diversifies with (`recsys.ranking.mmr.similarity_matrix`): a blend of cosine of
+    unit ALS item embeddings and Jaccard overlap of categories. Using it for ILD measures diversity in the
+    very sense the re-ranker optimises, and the same object scores every system."""
+
+    def __init__(self, embeddings: Callable[[list[str]], np.ndarray], categories: Mapping[str, list[str]]):
+        self.embeddings = embeddings
+        self.categories = categories
+
+    def __call__(self, ids: list[str]) -> np.ndarray | None:
+        return similarity_matrix(self.embeddings(ids), [self.categories.get(i, []) for i in ids])

@@ -186,16 +186,16 @@ class RankerModel:
 
 def train_ranker(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndarray,
                  x_valid: np.ndarray, y_valid: np.ndarray, groups_valid: np.ndarray,
-                 feature_names: list[str], params: RankerParams) -> RankerModel:
+                 feature_names: list[str], params: RankerParams, base: dict[str, float] | None = None) -> RankerModel:
     """LambdaRank from a fitted linear base, with early stopping on validation nDCG@10; records the
     train/validation gap. The trees are kept only if they beat the base alone on the validation lists by
     `min_tree_gain`: otherwise the model serves the base, rather than a correction validation cannot tell
-    from noise."""
+    from noise. `base`: blend weights already fit on these lists (a tree-settings search fits them once)."""
     if params.objective == "popularity":
         base_only = groups_ndcg(base_scores(x_valid, feature_names, POPULARITY_BASE), y_valid, groups_valid)
         return RankerModel(booster=None, feature_names=feature_names, base=dict(POPULARITY_BASE), use_trees=False,
                            metrics={"ranker_valid_list_ndcg@10": base_only, "ranker_trees_used": 0.0})
-    base = fit_blend(x_train, y_train, groups_train, feature_names, params)
+    base = dict(base) if base is not None else fit_blend(x_train, y_train, groups_train, feature_names, params)
     base_valid = base_scores(x_valid, feature_names, base)
     dtrain = lgb.Dataset(x_train, y_train, group=groups_train, feature_name=feature_names, free_raw_data=False,
                          init_score=base_scores(x_train, feature_names, base))

@@ -16,6 +16,19 @@ from recsys.retrieval.ncf import NCFParams
 from recsys.retrieval.sources import DEFAULT_SOURCES
 from recsys.settings import N_CANDIDATES
 
+# The searches `recsys train` runs on its validation split (recsys/training/select.py), cheapest first, and the
+# options each one chooses. An option a config file sets is not searched (it lands in `fixed`).
+SEARCHES: dict[str, tuple[str, ...]] = {
+    "ease": ("ease_reg",),
+    "als": ("als.factors", "als.regularization"),
+    "quotas": ("source_quotas",),
+    "trees": ("ranker.num_leaves", "ranker.min_data_in_leaf"),
+    "reranker": ("diversity_lambda",),
+}
+SEARCHED = {option for options in SEARCHES.values() for option in options}
+GRID_SIZES = ("auto", "full", "small")
+AUTO_SMALL_ABOVE = 500_000  # select_grid "auto": the small grids above this many interactions (bounded time)
+
 
 @dataclass
 class TrainConfig:
@@ -40,14 +53,46 @@ class TrainConfig:
     diversity_lambda: float = 0.8     # MMR λ used for the validation metrics
     ann_indexes: list[str] = field(default_factory=lambda: ["exact", "hnsw"])  # prebuilt FAISS indexes
     seed: int = 42
+    # Per-training-set selection (recsys/training/select.py): which searches run ([] = the values above as
+    # they are), their grid size ("small": fewer candidates, for tests and demos; "auto": full up to
+    # AUTO_SMALL_ABOVE interactions, small above), and the searched options held at their configured value
+    # (from_dict adds every searched option a config file sets).
+    select: list[str] = field(default_factory=lambda: list(SEARCHES))
+    select_grid: str = "auto"
+    fixed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if unknown := [s for s in self.select if s not in SEARCHES]:
+            raise ValueError(f"select: unknown search(es) {', '.join(map(repr, unknown))} "
+                             f"(valid: {', '.join(SEARCHES)})")
+        if self.select_grid not in GRID_SIZES:
+            raise ValueError(f"select_grid must be one of {', '.join(GRID_SIZES)}, got {self.select_grid!r}")
+        if unknown := [o for o in self.fixed if o not in SEARCHED]:
+            raise ValueError(f"fixed: {', '.join(map(repr, unknown))} are not searched options "
+                             f"(searched: {', '.join(sorted(SEARCHED))})")
+
+    def grid_size(self, n_interactions: int) -> str:
+        """The grid size the searches use for a training set of this many interactions."""
+        if self.select_grid != "auto":
+            return self.select_grid
+        return "small" if n_interactions > AUTO_SMALL_ABOVE else "full"
+
+    def searched(self, search: str) -> tuple[str, ...]:
+        """The options of `search` this run chooses (empty: the search is off or all its options are fixed)."""
+        return tuple(o for o in SEARCHES[search] if o not in self.fixed) if search in self.select else ()
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: object) -> TrainConfig:
-        """Options checked by name and type (TrainConfigError naming the option); nested als/ranker too."""
-        return _typed(cls, raw, "")
+        """Options checked by name and type (TrainConfigError naming the option); nested als/ranker too.
+        Searched options the mapping sets are added to `fixed`: what a user writes wins over the search."""
+        cfg = _typed(cls, raw, "")
+        assert isinstance(raw, dict)  # _typed raised otherwise
+        given = {str(k) for k in raw} | {f"{k}.{n}" for k, v in raw.items() if isinstance(v, dict) for n in v}
+        cfg.fixed = sorted(set(cfg.fixed) | (given & SEARCHED))
+        return cfg
 
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:

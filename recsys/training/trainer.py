@@ -6,8 +6,11 @@
 3. Run the real candidate generator for a sample of users and label its candidates: the ranker
    learns on exactly the candidate lists serving will produce.
 4. Train LightGBM LambdaRank with early stopping on a user-disjoint validation group.
-5. Measure the whole pipeline (candidates -> ranker -> MMR) on the validation users' held-out items.
+5. Measure the whole pipeline (candidates -> ranker -> re-ranker) on the validation users' held-out items.
 6. Rebuild stage-1 on all data for serving and write the bundle atomically.
+
+Along the way, data-dependent hyperparameters are chosen on the validation users (recsys/training/select.py):
+EASE λ and ALS before step 2, source quotas after it, tree settings in step 4, the re-ranker in step 5.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.generator import CandidateGenerator, GeneratorConfig
 from recsys.storage.embedded import EmbeddedStorage
 from recsys.training.config import TrainConfig
+from recsys.training.select import Selection, select_quotas, select_reranker, select_trees, stage1_searches
 from recsys.training.stage1 import Vocab, build_stage1
 
 log = logging.getLogger(__name__)
@@ -120,7 +125,7 @@ def _stack(cols: list[dict[str, np.ndarray]], ys: list[np.ndarray], names: list[
     return RankerData(x=x, y=np.concatenate(ys), groups=np.array([len(y) for y in ys]))
 
 
-def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam: float) -> dict[str, float]:
+def evaluate_users(stack: OfflineStack, labels: dict[str, set[str]], k: int, lam: float | None) -> dict[str, float]:
     recs = stack.recommend_many(list(labels), k, diversity_lambda=lam)
     failed = [u for u, r in recs.items() if r.fallback]
     if failed:  # the pipeline fell back to popularity: these would not be the model's metrics
@@ -175,17 +180,30 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
 
         t = time.time()
         vocab = Vocab.of(ds)
-        pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
-        folds = [make_fold(ds, cfg, vocab, f) for f in range(max(1, cfg.ranker_folds))]
-        t = step("stage1_history", t)
-
-        # Validation users are the same in every fold and never contribute training lists.
-        main = folds[0]
+        sel = Selection()
+        tick = _ticker(progress)
+        # Validation users come from fold 0's split (the same in every fold, never a training list); the
+        # searches that change stage-1 models run on that split before the folds are built with their choice.
+        hist0, label0 = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed)
+        labels0 = {u: set(g) for u, g in label0.groupby("user_id")["item_id"]}
         rng = np.random.default_rng(cfg.seed)
-        users = sorted(main.labels)
+        users = sorted(labels0)
         rng.shuffle(users)
         n_valid = max(1, int(len(users) * cfg.valid_fraction))
         valid_users, train_pool = users[:n_valid], users[n_valid:]
+        grid = cfg.grid_size(len(ds.interactions))
+        cfg = replace(cfg, select_grid=grid)  # the searches read the resolved size (the bundle records it)
+        cfg_hist, cfg_full = stage1_searches(len(ds.interactions), hist0, labels0, valid_users, vocab, cfg, sel, tick)
+        pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
+        folds = [make_fold(ds, cfg_hist, vocab, f) for f in range(max(1, cfg.ranker_folds))]
+        main = folds[0]
+        if cfg.searched("quotas"):
+            with sel.timed("quotas"):
+                quotas = select_quotas(lambda q: candidate_recall(main, valid_users, replace(pipe, source_quotas=q)),
+                                       cfg, [src.name for src in main.art.sources], sel, tick)
+            pipe, cfg_full = replace(pipe, source_quotas=quotas), replace(cfg_full, source_quotas=quotas)
+        t = step("stage1_history", t)
+
         per_fold = max(1, (cfg.max_ranker_users - n_valid) // len(folds))
         train_cols, train_ys = [], []
         for f, fold in enumerate(folds):
@@ -208,27 +226,44 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         va = _stack(valid_cols, valid_ys, names)
         t = step("ranker_lists", t)
 
-        ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
+        if cfg.searched("trees"):
+            with sel.timed("trees"):
+                ranker = select_trees(tr, va, names, cfg.ranker, cfg, sel, tick)
+            cfg_full = replace(cfg_full, ranker=replace(cfg.ranker, num_leaves=sel.chosen["ranker.num_leaves"],
+                                                        min_data_in_leaf=sel.chosen["ranker.min_data_in_leaf"]))
+        else:
+            ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
         version = version or BundleMetadata.new_version(time.time())
-        model_h = ServingModel(version=version, created=time.time(), ranker=ranker, embeddings=main.emb)
-        stack = OfflineStack(main.art, main.tables, model_h, pipe)
-        valid_labels = {u: main.labels[u] for u in valid_users}
+        stacks = [(OfflineStack(fold.art, fold.tables, ServingModel(version=version, created=time.time(),
+                                                                    ranker=ranker, embeddings=fold.emb), pipe),
+                   {u: fold.labels[u] for u in valid_users if u in fold.labels})
+                  for fold in (folds if cfg.searched("reranker") else folds[:1])]
+        serving_defaults: dict = {}
+        if cfg.searched("reranker"):
+            with sel.timed("reranker"):
+                serving_defaults, _ = select_reranker([(st, truth, _histories(st, truth)) for st, truth in stacks],
+                                                      cfg, sel, tick)
+        stack, valid_labels = stacks[0]
+        served = stack.with_pipeline(**serving_defaults) if serving_defaults else stack
         metrics = dict(ranker.metrics)
-        for key, lam in (("valid", cfg.diversity_lambda), ("valid_no_diversity", 1.0)):
-            for m, v in evaluate_users(stack, valid_labels, 10, lam).items():
+        for key, st, lam in (("valid", served, None if serving_defaults else cfg.diversity_lambda),
+                             ("valid_no_diversity", stack.with_pipeline(reranker="mmr"), 1.0)):
+            for m, v in evaluate_users(st, valid_labels, 10, lam).items():
                 metrics[f"{key}_{m}"] = v
         metrics[f"valid_candidate_recall@{cfg.n_candidates}"] = candidate_recall(main, valid_users, pipe)
         metrics["valid_popularity_ndcg@10"] = popularity_ndcg(main, valid_users)
+        metrics["selection_seconds"] = round(sum(sel.seconds.values()), 1)
         t = step("validation", t)
 
-        art, tables, _ = build_stage1(ds, cfg, vocab)
+        art, tables, _ = build_stage1(ds, cfg_full, vocab)
         meta = BundleMetadata(
             version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,
-            params=cfg.to_dict() | {"neighbor_method": getattr(art.source("i2i"), "method", None),
-                                    "ranker_features": names},
+            params=cfg_full.to_dict() | {"neighbor_method": getattr(art.source("i2i"), "method", None),
+                                         "ranker_features": names, "selection": sel.to_dict(),
+                                         "serving_defaults": serving_defaults},
             metrics=metrics | (art.content_map.metrics if art.content_map is not None else {})
             | {"train_seconds": round(time.time() - t0, 1)},
             parent=parent, notes=list(ds.notes) + [f"timings: {timings}"], stream_position=stream_position,
@@ -244,6 +279,26 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         publish(tmp, out)
         step("serving_stage1", t)
     return meta
+
+
+def _histories(stack: OfflineStack, users: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The users' history items in this stack's feature store (what miscalibration compares a list with)."""
+    ids = list(users)
+    return {u: list(r.history) if r is not None else [] for u, r in zip(ids, stack.storage.get_users(ids), strict=True)}
+
+
+def _ticker(progress: Progress | None) -> Callable[[], None]:
+    """Advances a "selecting hyperparameters" bar per candidate scored (created on the first one)."""
+    task: list = []
+
+    def tick() -> None:
+        if progress is None:
+            return
+        if not task:
+            task.append(progress.add_task("selecting hyperparameters", total=None))
+        progress.advance(task[0])
+
+    return tick
 
 
 class _null:
