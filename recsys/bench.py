@@ -142,13 +142,18 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
 
         production["tls"] = tls_cost(bundle, users, rng, Path(args.workdir), console)
         production["tracing"] = tracing_cost(bundle, users, rng, console)
+    ann: dict = {}
+    if args.ann_items:
+        from recsys.bench_ann import ann_quality
+
+        ann = ann_quality(args.ann_items, console=console)
     meta = read_metadata(bundle)
     result = {
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
         "feedback": feedback, "experiments": experiments, "chaos": chaos,
-        "production": production,
+        "production": production, "ann": ann,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):
@@ -184,6 +189,10 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
                       f"a 10% shadow share: p50 {sh['off']['p50_ms']:.2f} → {sh['shadow 10%']['p50_ms']:.2f} ms, "
                       f"p99 {sh['off']['p99_ms']:.2f} → {sh['shadow 10%']['p99_ms']:.2f} ms "
                       f"({sh['p99_cost_ms']:+.2f} ms; shadows {sh['shadow_requests']})", highlight=False)
+    if ann:
+        from recsys.bench_ann import print_ann
+
+        print_ann(ann, console)
     Path(args.json).write_text(json.dumps(result, indent=1))
     console.print(f"wrote {args.json}")
     return 0 if single["errors"] == 0 and load["errors"] == 0 else 1

@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the overload curve, and the cost of mTLS and of tracing (more clusters)")
     b.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
                    help="kill each service (and Redis) in turn under a steady load and measure the recovery")
+    b.add_argument("--ann-items", type=int, default=1_000_000,
+                   help="also recall@500 and per-query cost of the HNSW and IVF indexes against exact search on "
+                        "this many synthetic 64-dimensional item vectors (0: skip)")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
