@@ -16,6 +16,7 @@ from recsys.data.spec import load_dataset
 from recsys.display import print_recommendations
 from recsys.latency import sequential, summarize
 from recsys.training.config import TrainConfig
+from recsys.training.select import table as selection_table
 from recsys.training.trainer import train
 
 DEMO_SPEC = "synthetic:users=3000,items=5000,interactions=150000,seed=7"
@@ -52,12 +53,14 @@ def run_demo(workdir: Path, console: Console) -> int:
     ds = load_dataset(DEMO_SPEC)
     console.print(f"{DEMO_SPEC}: {len(ds.interactions):,} interactions")
     bundle = workdir / "demo"
-    meta = train(ds, bundle, TrainConfig(), dataset_spec=DEMO_SPEC)
+    # the hyperparameter searches on their small grids: a demo shows them without waiting for the full ones
+    meta = train(ds, bundle, TrainConfig(select_grid="small"), dataset_spec=DEMO_SPEC)
     m = meta.metrics
     console.print(f"bundle {meta.version}: validation nDCG@10 {m['valid_ndcg@10']:.3f} "
                   f"(no diversity {m['valid_no_diversity_ndcg@10']:.3f}, most-popular baseline "
                   f"{m['valid_popularity_ndcg@10']:.3f}), candidate recall@300 "
                   f"{m['valid_candidate_recall@300']:.3f}; trained in {time.time() - t0:.0f}s")
+    console.print(selection_table(meta.params["selection"]))
 
     console.rule("2. start feature_svc, candidate_svc, ranker_svc")
     with start_cluster(bundle, port=0) as cluster:

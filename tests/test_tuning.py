@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 
 from recsys.data.spec import load_dataset
-from recsys.training.config import TrainConfig
+from recsys.training.config import SEARCHED, TrainConfig
 
 pytest.importorskip("ray.tune", reason="Ray Tune not installed (the `tune` extra)")
 from recsys.tuning import flatten, run_tune, start_point, trial_config, tuned_keys, validation_split  # noqa: E402
@@ -69,7 +69,8 @@ def test_trial_config_applies_nested_values_as_plain_rounded_scalars():
     assert cfg.als.factors == 48 and type(cfg.als.factors) is int
     assert cfg.als.alpha == 3.14 and cfg.ease_reg == 123.0
     assert cfg.als.iterations == base.als.iterations and cfg.n_candidates == base.n_candidates
-    assert trial_config(base, start_point(base)) == base
+    # a trial's config names every option, so `recsys train` searches none of them (TrainConfig.fixed)
+    assert trial_config(base, start_point(base)) == replace(base, fixed=sorted(SEARCHED))
     assert set(flatten(start_point(base))) == set(tuned_keys())
     with pytest.raises(KeyError, match="not a training option"):
         trial_config(base, {"ranker": {"no_such_option": 1}})
@@ -124,8 +125,9 @@ def test_tune_writes_a_tuned_config_that_train_reads(tmp_path, no_ray_left):
     assert 0.005 <= tuned.als.regularization <= 0.5 and 50 <= tuned.ease_reg <= 2000
     assert 0.02 <= tuned.ranker.learning_rate <= 0.2 and 0.5 <= tuned.ranker.feature_fraction <= 1.0
     # everything not searched is the starting config's, including threads (trials run with 1)
-    assert {k: v for k, v in got.items() if k not in tuned_keys()} == {
-        k: v for k, v in start.items() if k not in tuned_keys()}
+    assert {k: v for k, v in got.items() if k not in tuned_keys() and k != "fixed"} == {
+        k: v for k, v in start.items() if k not in tuned_keys() and k != "fixed"}
+    assert tuned.fixed == sorted(SEARCHED)  # the tuned values win over `recsys train`'s own selection
     assert tuned.ranker.threads == base.ranker.threads
 
 
