@@ -35,7 +35,13 @@ sysdeps:
 demo: install
 	$(VENV)/bin/recsys demo
 
-test: install sysdeps
+# The tests also cover the optional NCF model, so they install its extra (PyTorch's CPU build, pinned
+# torch==2.13.0; `make install`, `make demo` and the serving image never need it).
+$(VENV)/.installed-ncf: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[ncf]'
+	@touch $@
+
+test: install $(VENV)/.installed-ncf sysdeps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
