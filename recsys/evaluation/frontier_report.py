@@ -34,6 +34,7 @@ def table(frontier: dict, split: str) -> Table:
 
 def markdown(frontier: dict, plot_name: str = "frontier.png") -> str:
     k = frontier["k"]
+    default = frontier.get("default", {}).get("label")
     lines = ["## Re-ranking frontier", "",
              "Each re-ranker over a grid, on the same prepared candidates (`recsys/evaluation/frontier.py`). "
              f"Reference: {frontier['valid']['reference']} (= `pipeline_no_diversity`). ✓ = within 1% of its "
@@ -52,9 +53,13 @@ def markdown(frontier: dict, plot_name: str = "frontier.png") -> str:
                          f"{_f(p['intra_list_diversity'])} | "
                          f"{_rel(p['intra_list_diversity'], ref['intra_list_diversity'])} | "
                          f"{_f(p['category_coverage'])} | {_f(p['miscalibration'])} | "
-                         f"{_rel(p['miscalibration'], ref['miscalibration'])} | {'✓' if p['meets_bar'] else ''} |")
+                         f"{_rel(p['miscalibration'], ref['miscalibration'])} | {'✓' if p['meets_bar'] else ''}"
+                         f"{' ◀ default' if p['label'] == default else ''} |")
         best = ", ".join(f"{r}: {b or 'none'}" for r, b in part["best"].items())
         lines += ["", f"Best point meeting the bar per re-ranker: {best}.", ""]
+        if default and split == "valid":
+            lines += [f"Default (◀), chosen on validation by `recsys train`'s rule: {default}, "
+                      f"{frontier['default']['why']}.", ""]
     lines += [f"![re-ranking frontier]({plot_name})", ""]
     return "\n".join(lines)
 
@@ -79,6 +84,10 @@ def plot(frontier: dict, path: Path) -> None:
                 for p in pts:
                     ax.annotate(f"{p['value']:g}", (p[metric], p[f"ndcg@{k}"]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
+            chosen = [p for p in part["points"] if p["label"] == frontier.get("default", {}).get("label")]
+            if chosen:
+                ax.scatter([chosen[0][metric]], [chosen[0][f"ndcg@{k}"]], marker="*", s=220, color="black",
+                           zorder=5, label=f"default ({chosen[0]['label']})")
             ax.axhline(0.99 * ref[f"ndcg@{k}"], color="grey", ls="--", lw=0.8, label="−1% nDCG")
             bar = (0.8 if metric == "miscalibration" else 1.03) * ref[metric]
             ax.axvline(bar, color="grey", ls=":", lw=0.8, label="−20% miscal." if col else "+3% ILD")

@@ -45,3 +45,7 @@ def test_the_report_section_and_plot(result, tmp_path):
     assert (tmp_path / "frontier.png").stat().st_size > 0
     assert "## Re-ranking frontier" in md and "calibrated calibration_lambda=0.5" in md
     assert frontier_report.table(result, "valid").row_count == len(frontier.GRID)
+    # where the default sits: the point the training rule picks on validation, marked on both splits
+    chosen, why = frontier.choose_default(result["valid"], 10)
+    assert result["default"] == {"label": chosen["label"], "why": why}
+    assert md.count("◀ default") == 2 and f"`recsys train`'s rule: {chosen['label']}" in md
