@@ -83,12 +83,35 @@ def test_the_default_rule_on_a_frontier():
     assert chosen(pt("a", 0.48, 0.5, 0.6), pt("b", 0.499, 1.1, 0.49)) == rerank_grid.REFERENCE.label
 
 
+def test_the_neighbour_search_truncates_one_ease_fit_per_candidate():
+    x, held = _world("pairs")
+    rows = np.arange(200)
+    labels, ids = [held[r] for r in rows], np.array([str(i) for i in range(x.shape[1])])
+    sel, cfg = select.Selection(), TrainConfig()
+    select.select_ease(x, rows, labels, ids, cfg, 1.0, sel, lambda: None)
+    lam = sel.chosen["ease_reg_validated"]
+    select.select_neighbors(x, rows, labels, ids, cfg, lam, sel, lambda: None)
+    trials = {t["candidate"]: t["score"] for t in sel.trials if t["search"] == "neighbors"}
+    assert list(trials) == ["100", "200", "299"]  # the configured 1,000 is every weight of 300 items
+    # all weights kept is exactly the table the λ search scored at the chosen λ
+    ease_scores = {t["candidate"]: t["score"] for t in sel.trials if t["search"] == "ease"}
+    assert trials["299"] == pytest.approx(ease_scores[f"{lam:g}"])
+    assert str(sel.chosen["neighbors"]) in trials and "neighbors" in sel.reasons
+    assert trials[str(sel.chosen["neighbors"])] >= trials["299"] - select.MARGIN["neighbors"] - 1e-9
+    many = select.Selection()
+    select.select_neighbors(sp.csr_matrix((1, select.EASE_MAX_ITEMS + 1), dtype=np.float32), np.zeros(1, np.int64),
+                            [set()], np.array([]), cfg, 400.0, many, lambda: None)
+    assert not many.trials and "cosine" in many.reasons["neighbors"]
+
+
 def test_config_file_values_are_not_searched():
     cfg = TrainConfig.from_dict({"ease_reg": 123.0, "als": {"factors": 12}, "ranker": {"num_leaves": 5}})
     assert cfg.fixed == ["als.factors", "ease_reg", "ranker.num_leaves"]
     assert cfg.searched("ease") == () and cfg.searched("als") == ("als.regularization",)
     assert cfg.searched("trees") == ("ranker.min_data_in_leaf",)
     assert TrainConfig.from_dict({"select": []}).searched("reranker") == ()
+    assert cfg.searched("neighbors") == ("neighbors",)
+    assert TrainConfig.from_dict({"neighbors": 300}).searched("neighbors") == ()
     with pytest.raises(TrainConfigError, match="select"):
         TrainConfig.from_dict({"select": ["ease", "everything"]})
     with pytest.raises(TrainConfigError, match="select_grid"):
@@ -104,6 +127,7 @@ def test_the_bundle_records_the_selection_and_serves_its_choice(small_bundle):
         assert len(trials) >= 2 and sum(t["chosen"] for t in trials) == 1, search
         assert all(np.isfinite(t["score"]) and t["seconds"] >= 0 for t in trials)
     assert meta.params["ease_reg"] == sel["chosen"]["ease_reg"]
+    assert meta.params["neighbors"] == sel["chosen"]["neighbors"]
     assert meta.params["als"]["factors"] == sel["chosen"]["als.factors"]
     assert meta.params["ranker"]["num_leaves"] == sel["chosen"]["ranker.num_leaves"]
     defaults = meta.params["serving_defaults"]

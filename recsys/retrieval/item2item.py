@@ -26,8 +26,8 @@ def _top_m_per_row(dense_rows: np.ndarray, m: int):
     return rows[keep], idx.ravel()[keep], vals.ravel()[keep]
 
 
-def ease_neighbors(user_items: sp.csr_matrix, reg: float = 400.0, m: int = 400) -> sp.csr_matrix:
-    """EASE (Steck, 2019) weights B, truncated to the m largest |weights| per item."""
+def ease_weights(user_items: sp.csr_matrix, reg: float = 400.0) -> np.ndarray:
+    """EASE (Steck, 2019): the dense item-to-item weights B (float32 [n, n], zero diagonal)."""
     x = user_items.astype(np.float32)
     n = x.shape[1]
     g = (x.T @ x).toarray().astype(np.float64)
@@ -35,8 +35,18 @@ def ease_neighbors(user_items: sp.csr_matrix, reg: float = 400.0, m: int = 400) 
     p = np.linalg.inv(g)
     b = -p / np.diag(p)[None, :]
     b[np.diag_indices(n)] = 0.0
-    rows, cols, vals = _top_m_per_row(b.astype(np.float32), m)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
+    return b.astype(np.float32)
+
+
+def truncated(b: np.ndarray, m: int) -> sp.csr_matrix:
+    """The m largest |weights| per item of a dense weight matrix, as the sparse table the source serves."""
+    rows, cols, vals = _top_m_per_row(b, m)
+    return sp.csr_matrix((vals, (rows, cols)), shape=b.shape, dtype=np.float32)
+
+
+def ease_neighbors(user_items: sp.csr_matrix, reg: float = 400.0, m: int = 400) -> sp.csr_matrix:
+    """EASE weights B, truncated to the m largest |weights| per item."""
+    return truncated(ease_weights(user_items, reg), m)
 
 
 def cosine_neighbors(user_items: sp.csr_matrix, m: int = 100, shrink: float = 10.0,

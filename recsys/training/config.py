@@ -20,6 +20,7 @@ from recsys.settings import N_CANDIDATES
 # options each one chooses. An option a config file sets is not searched (it lands in `fixed`).
 SEARCHES: dict[str, tuple[str, ...]] = {
     "ease": ("ease_reg",),
+    "neighbors": ("neighbors",),
     "als": ("als.factors", "als.regularization"),
     "quotas": ("source_quotas",),
     "trees": ("ranker.num_leaves", "ranker.min_data_in_leaf"),

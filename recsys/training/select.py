@@ -6,7 +6,7 @@ test split), cheapest first, so the whole selection costs minutes, not a tune:
 
 1. ease: EASE's λ (the item-to-item source), grid scaled to the data's mean item count; the source's own
    nDCG@10. λ is chosen on the history part and scaled by data size for the refit (EASE is invariant when
-   XᵀX and λ scale together).
+   XᵀX and λ scale together). neighbors: how many weights per item it keeps, at that λ.
 2. als: ALS factors × regularization; ALS alone (the source's fold-in user vectors) nDCG@10.
 3. quotas: a few source-quota presets; candidate recall@n_candidates (what the ranker can reach).
 4. trees: LightGBM tree settings, each with early stopping from one fitted blend; validation list nDCG@10.
@@ -36,7 +36,7 @@ from recsys.pipeline.offline import OfflineStack
 from recsys.ranking.metrics import ndcg_at_k
 from recsys.ranking.model import RankerModel, RankerParams, fit_blend, train_ranker
 from recsys.retrieval.als import ALSParams, FoldIn, train_als
-from recsys.retrieval.item2item import item_neighbors
+from recsys.retrieval.item2item import EASE_MAX_ITEMS, ease_weights, item_neighbors, truncated
 from recsys.training.config import TrainConfig
 
 K = 10
@@ -60,7 +60,8 @@ def _grid(cfg: TrainConfig) -> str:
     return "full" if cfg.select_grid == "auto" else cfg.select_grid
 
 
-MARGIN = {"ease": 0.0, "als": 0.002, "quotas": 0.002, "trees": 0.003}  # gain over the configured value to switch
+MARGIN = {"ease": 0.0, "neighbors": 0.001, "als": 0.002, "quotas": 0.002, "trees": 0.003}  # gain to switch
+NEIGHBOR_GRID = {"full": (100, 200, 400, 1000), "small": (200, 1000)}  # EASE weights kept per item
 
 
 @dataclass
@@ -140,6 +141,29 @@ def select_ease(x_hist: sp.csr_matrix, rows: np.ndarray, labels: list[set[str]],
     choice, why = best(scores, configured, MARGIN["ease"])
     sel.pick("ease", choice, {"ease_reg_validated": float(choice), "ease_reg": round(float(choice) * data_scale, 1)},
              f"{why}; serving λ = {float(choice):g} × {data_scale:.3f} (data size of the refit)", configured)
+
+
+def select_neighbors(x_hist: sp.csr_matrix, rows: np.ndarray, labels: list[set[str]], item_ids: np.ndarray,
+                     cfg: TrainConfig, lam: float, sel: Selection, tick: Callable[[], None]) -> None:
+    """How many EASE weights per item the item-to-item source keeps (its memory and its time per request grow
+    with it), by the source's own nDCG@10 at the chosen λ: one EASE fit, truncated per candidate."""
+    n = x_hist.shape[1]
+    if n > EASE_MAX_ITEMS:
+        sel.reasons["neighbors"] = f"not searched: {n:,} items use cosine neighbours (at most 100 kept)"
+        return
+    t0 = time.time()
+    b = ease_weights(x_hist, lam)
+    fit_s = time.time() - t0
+    scores: dict[str, float] = {}
+    for m in sorted({min(m, n - 1) for m in (*NEIGHBOR_GRID[_grid(cfg)], cfg.neighbors)}):
+        t0 = time.time()
+        scores[str(m)] = _top_ndcg((x_hist[rows] @ truncated(b, m)).toarray(), x_hist[rows], labels, item_ids)
+        sel.tried("neighbors", str(m), "i2i nDCG@10", scores[str(m)], time.time() - t0 + fit_s)
+        fit_s = 0.0
+        tick()
+    configured = str(min(cfg.neighbors, n - 1))
+    choice, why = best(scores, configured, MARGIN["neighbors"])
+    sel.pick("neighbors", choice, {"neighbors": int(choice)}, f"{why} (at λ = {lam:g})", configured)
 
 
 def select_als(x_hist: sp.csr_matrix, rows: np.ndarray, labels: list[set[str]], item_ids: np.ndarray,
@@ -271,7 +295,7 @@ def stage1_searches(ds_size: int, hist_df: Any, labels: dict[str, set[str]], val
     from recsys.training.stage1 import user_item_matrix  # stage1 imports the config module, not this one
 
     cfg_hist, cfg_full = cfg, cfg
-    if not (cfg.searched("ease") or cfg.searched("als")):
+    if not (cfg.searched("ease") or cfg.searched("neighbors") or cfg.searched("als")):
         return cfg_hist, cfg_full
     x_hist = user_item_matrix(hist_df, vocab)
     row_of = {u: i for i, u in enumerate(vocab.user_ids.tolist())}
@@ -284,6 +308,14 @@ def stage1_searches(ds_size: int, hist_df: Any, labels: dict[str, set[str]], val
         if "ease_reg" in sel.chosen:
             cfg_hist = replace(cfg_hist, ease_reg=sel.chosen["ease_reg_validated"])
             cfg_full = replace(cfg_full, ease_reg=sel.chosen["ease_reg"])
+    if cfg.searched("neighbors"):
+        with sel.timed("neighbors"):  # at the λ the history part is served with (chosen, or the configured one)
+            select_neighbors(x_hist, rows, rel, vocab.item_ids, cfg,
+                             sel.chosen.get("ease_reg_validated", cfg.ease_reg * len(hist_df) / max(ds_size, 1)),
+                             sel, tick)
+        if "neighbors" in sel.chosen:
+            cfg_hist = replace(cfg_hist, neighbors=sel.chosen["neighbors"])
+            cfg_full = replace(cfg_full, neighbors=sel.chosen["neighbors"])
     if cfg.searched("als"):
         with sel.timed("als"):
             select_als(x_hist, rows, rel, vocab.item_ids, cfg, sel, tick)
