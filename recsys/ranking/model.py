@@ -194,7 +194,8 @@ def train_ranker(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndar
     if params.objective == "popularity":
         base_only = groups_ndcg(base_scores(x_valid, feature_names, POPULARITY_BASE), y_valid, groups_valid)
         return RankerModel(booster=None, feature_names=feature_names, base=dict(POPULARITY_BASE), use_trees=False,
-                           metrics={"ranker_valid_list_ndcg@10": base_only, "ranker_trees_used": 0.0})
+                           metrics={"ranker_valid_list_ndcg@10": base_only, "ranker_valid_base_only_ndcg@10": base_only,
+                                    "ranker_trees_used": 0.0})
     base = dict(base) if base is not None else fit_blend(x_train, y_train, groups_train, feature_names, params)
     base_valid = base_scores(x_valid, feature_names, base)
     dtrain = lgb.Dataset(x_train, y_train, group=groups_train, feature_name=feature_names, free_raw_data=False,

@@ -61,7 +61,9 @@ def experiment(versions, tmp_path_factory):
     path.write_text(FILE.format(coverage=1, v1=v1, v2=v2))
     logs = tmp_path_factory.mktemp("experiment-logs")
     with start_cluster(list(versions), port=0, log_dir=logs,
-                       extra={"ranker_svc": ["--experiments", str(path), "--experiments-reload-s", "0.2"]}) as c:
+                       # the service's λ (0.8) for arms without their own, not each bundle's chosen re-ranker
+                       extra={"ranker_svc": ["--experiments", str(path), "--experiments-reload-s", "0.2",
+                                             "--no-bundle-reranker"]}) as c:
         yield c, path, v1, v2
 
 
