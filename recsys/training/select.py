@@ -302,16 +302,17 @@ def stage1_searches(ds_size: int, hist_df: Any, labels: dict[str, set[str]], val
     users = [u for u in valid_users if x_hist[row_of[u]].nnz > 0]
     rows = np.array([row_of[u] for u in users], dtype=np.int64)
     rel = [labels[u] for u in users]
+    data_scale = ds_size / max(len(hist_df), 1)  # the refit's data over the history part's (EASE λ scales with it)
     if cfg.searched("ease"):
         with sel.timed("ease"):
-            select_ease(x_hist, rows, rel, vocab.item_ids, cfg, ds_size / max(len(hist_df), 1), sel, tick)
+            select_ease(x_hist, rows, rel, vocab.item_ids, cfg, data_scale, sel, tick)
         if "ease_reg" in sel.chosen:
             cfg_hist = replace(cfg_hist, ease_reg=sel.chosen["ease_reg_validated"])
             cfg_full = replace(cfg_full, ease_reg=sel.chosen["ease_reg"])
     if cfg.searched("neighbors"):
         with sel.timed("neighbors"):  # at the λ the history part is served with (chosen, or the configured one)
             select_neighbors(x_hist, rows, rel, vocab.item_ids, cfg,
-                             sel.chosen.get("ease_reg_validated", cfg.ease_reg * len(hist_df) / max(ds_size, 1)),
+                             sel.chosen.get("ease_reg_validated", cfg.ease_reg / data_scale),
                              sel, tick)
         if "neighbors" in sel.chosen:
             cfg_hist = replace(cfg_hist, neighbors=sel.chosen["neighbors"])
