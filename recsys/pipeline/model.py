@@ -53,12 +53,13 @@ class ItemEmbeddings:
 
     def lookup(self, item_ids: list[str]) -> np.ndarray:
         """Unit embeddings of the items (zero rows for items the model does not know)."""
-        out = np.zeros((len(item_ids), self.unit.shape[1]), dtype=np.float32)
+        if not len(item_ids) or not len(self.unit):
+            return np.zeros((len(item_ids), self.unit.shape[1]), dtype=np.float32)
+        # one gather instead of a row copy per id (hundreds per request)
         get = self.item_row.get
-        for i, x in enumerate(item_ids):
-            r = get(x)
-            if r is not None:
-                out[i] = self.unit[r]
+        rows = np.fromiter((get(x, -1) for x in item_ids), dtype=np.intp, count=len(item_ids))
+        out = self.unit[np.maximum(rows, 0)]
+        out[rows < 0] = 0.0
         return out
 
 
@@ -77,7 +78,9 @@ class ServingModel:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, bundle_dir: Path, verify: bool = True) -> ServingModel:
+    def load(cls, bundle_dir: Path, verify: bool = True, compile_trees: bool = True) -> ServingModel:
+        """`compile_trees`: score with the trees compiled to machine code when that form can be built and
+        agrees with LightGBM (recsys/ranking/compiled.py); off, or where it cannot, LightGBM scores."""
         bundle_dir = Path(bundle_dir)
         meta = verify_bundle(bundle_dir) if verify else read_metadata(bundle_dir)
         try:
@@ -101,6 +104,8 @@ class ServingModel:
             PipelineConfig().with_defaults(defaults)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{bundle_dir}: params.serving_defaults: {exc}") from exc
+        if compile_trees:
+            ranker.compile()
         return cls(version=meta.version, created=meta.created, ranker=ranker, popular=popular, defaults=dict(defaults),
                    embeddings=ItemEmbeddings.from_factors(ids, emb),
                    metrics={k: float(v) for k, v in meta.metrics.items() if isinstance(v, int | float)})

@@ -47,10 +47,13 @@ def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, i
     candidates' unit embeddings when the caller already looked them up."""
     n = len(cands.item_ids)
     fi = len(item_feature_names)
-    item_values = np.full((n, fi), np.nan, dtype=np.float32)
-    for i, it in enumerate(items):
-        if it.found and len(it.values) == fi:
-            item_values[i] = it.values
+    if n and all(it.found and len(it.values) == fi for it in items):
+        item_values = np.stack([it.values for it in items]).astype(np.float32, copy=False).reshape(n, fi)
+    else:  # rows of items the store lacks (or holds under other features) stay NaN: missing to LightGBM
+        item_values = np.full((n, fi), np.nan, dtype=np.float32)
+        for i, it in enumerate(items):
+            if it.found and len(it.values) == fi:
+                item_values[i] = it.values
     hist_ids = [h.item_id for h in history]
     hist_emb = None
     if hist_ids:

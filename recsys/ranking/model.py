@@ -10,6 +10,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from recsys.ranking.compiled import CompiledTrees, compile_booster
+
 log = logging.getLogger(__name__)
 
 # What orders a new user's candidates when no history-driven score exists: the user segment's popularity
@@ -134,6 +136,22 @@ class RankerModel:
     metrics: dict[str, float] = field(default_factory=dict)
     base: dict[str, float] = field(default_factory=dict)  # feature -> weight of the score the trees start from
     use_trees: bool = True            # False when validation showed the trees add nothing to the base
+    # The trees compiled to machine code (recsys/ranking/compiled.py), checked against LightGBM when built;
+    # None: LightGBM scores. Never saved: a bundle holds only LightGBM's model text.
+    compiled: CompiledTrees | None = field(default=None, repr=False, compare=False)
+
+    def compile(self, use_cache: bool = True) -> bool:
+        """Score with the compiled form of the trees from now on, when it can be built and agrees with
+        LightGBM; returns whether it is in use."""
+        if self.use_trees and self.booster is not None and self.compiled is None:
+            self.compiled = compile_booster(self.booster, use_cache)
+        return self.compiled is not None
+
+    def tree_scores(self, x: np.ndarray) -> np.ndarray:
+        """The trees' raw scores (without the base)."""
+        if self.compiled is not None:
+            return self.compiled.predict(x)
+        return self.booster.predict(x, num_threads=1)
 
     def base_weights(self, x: np.ndarray) -> dict[str, float]:
         """The fitted base; for a request where it does not vary (no history-driven score: a new user),
@@ -146,7 +164,7 @@ class RankerModel:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
         base = base_scores(x, self.feature_names, self.base_weights(x))
-        return base + self.booster.predict(x, num_threads=1) if self.use_trees and self.booster else base
+        return base + self.tree_scores(x) if self.use_trees and self.booster else base
 
     def explain(self, x: np.ndarray) -> np.ndarray:
         """Per-feature contributions [n, F] (TreeSHAP); the bias column is dropped."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 T = TypeVar("T")
 
@@ -136,6 +137,16 @@ class ResponseBudget:
             raise CallLimit(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"{self.what} would exceed max_message_bytes ({self.limit}) after {done} of {total} "
                             "entries; ask for fewer at a time")
+
+
+    def spend_many(self, sizes: Sequence[int], done: int, total: int) -> None:
+        """Charge a chunk of records at once (`done` before it); the same error as spending them one by one."""
+        used = self.used + np.cumsum(np.asarray(sizes, dtype=np.int64))
+        if len(used) and used[-1] > self.limit:
+            first = int(np.searchsorted(used, self.limit, side="right"))
+            self.used = int(used[first])
+            self.spend(0, done + first + 1, total)
+        self.used = int(used[-1]) if len(used) else self.used
 
 
 def strings_size(values: Iterable[str]) -> int:

@@ -128,18 +128,31 @@ class RemoteFeatureSource:
         try:
             with client_span("/recsys.v1.FeatureStore/GetItemFeatures"):
                 resp = await self.ch.features.GetItemFeatures(
-                    features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version),
+                    features_pb2.GetItemFeaturesRequest(item_ids=item_ids, model_version=version, packed=True),
                     timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("feature_svc", self.ch.feature_addr, exc) from exc
-        names = list(resp.feature_names)
-        n = len(resp.item_ids)
+        return item_views(resp, item_ids)
+
+
+def item_views(resp: features_pb2.GetItemFeaturesResponse, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:
+    """(feature names, a view per requested item) from either form of the answer: the packed one
+    (values as float32 bytes, ids not echoed) or the plain one a server before `packed` sends."""
+    names = list(resp.feature_names)
+    if resp.item_ids:
+        if len(resp.item_ids) != len(item_ids):
+            raise ValueError(f"feature_svc answered {len(resp.item_ids)} items for {len(item_ids)} asked")
+        item_ids = list(resp.item_ids)
+    n = len(item_ids)
+    if resp.values_le32:
+        values = np.frombuffer(resp.values_le32, dtype="<f4").astype(np.float32).reshape(n, len(names))
+    else:
         values = np.asarray(resp.values, dtype=np.float32).reshape(n, len(names))
-        bounds = np.concatenate([[0], np.cumsum(np.asarray(resp.category_counts, dtype=np.int64))]).tolist()
-        cats = list(resp.categories)
-        views = [ItemView(item_id, found, values[i], cats[bounds[i]:bounds[i + 1]], title)
-                 for i, (item_id, found, title) in enumerate(zip(resp.item_ids, resp.found, resp.titles, strict=True))]
-        return names, views
+    bounds = np.concatenate([[0], np.cumsum(np.asarray(resp.category_counts, dtype=np.int64))]).tolist()
+    cats = list(resp.categories)
+    views = [ItemView(item_id, found, values[i], cats[bounds[i]:bounds[i + 1]], title)
+             for i, (item_id, found, title) in enumerate(zip(item_ids, resp.found, resp.titles, strict=True))]
+    return names, views
 
 
 class RemoteCandidateSource:

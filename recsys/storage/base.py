@@ -62,6 +62,10 @@ class StorageError(RuntimeError):
     """Base class of feature storage failures."""
 
 
+class ReadRaced(StorageError):
+    """A bulk reload replaced the data during a read: reading again gives a consistent answer."""
+
+
 class StorageUnavailable(StorageError):
     """The backend cannot be reached (refused, timed out, loading); the server maps it to UNAVAILABLE."""
 
@@ -80,6 +84,27 @@ class ItemRecord:
     values: np.ndarray  # float32, aligned with FeatureStorage.item_feature_names
     categories: list[str] = field(default_factory=list)
     title: str = ""
+
+
+@dataclass(slots=True)
+class ItemColumns:
+    """A batch of item records as columns, in request order: what feature_svc answers with, built without
+    a Python object per item where the backend can (the embedded store gathers each column at once)."""
+
+    found: np.ndarray                  # bool [n]
+    values: np.ndarray                 # float32 [n, len(item_feature_names)]; NaN rows where not found
+    titles: list[str]                  # "" where not found
+    categories: list[Sequence[str]]    # () where not found
+
+    @classmethod
+    def of_records(cls, records: Sequence[ItemRecord | None], n_features: int) -> ItemColumns:
+        values = np.full((len(records), n_features), np.nan, dtype=np.float32)
+        for i, rec in enumerate(records):
+            if rec is not None:
+                values[i] = rec.values
+        return cls(found=np.array([r is not None for r in records], dtype=bool), values=values,
+                   titles=[r.title if r is not None else "" for r in records],
+                   categories=[r.categories if r is not None else () for r in records])
 
 
 @dataclass(slots=True)
@@ -142,6 +167,14 @@ class FeatureStorage(abc.ABC):
     @abc.abstractmethod
     def get_items(self, item_ids: Sequence[str]) -> list[ItemRecord | None]:
         """Records in request order, None for unknown ids; one backend round trip for the whole batch."""
+
+    def get_item_columns(self, item_ids: Sequence[str]) -> ItemColumns:
+        """get_items as columns; backends override it to skip the per-item records."""
+        names = self.item_feature_names
+        records = self.get_items(item_ids)
+        if any(r is not None and len(r.values) != len(names) for r in records):
+            raise ReadRaced("the item features were reloaded during the read; retry")
+        return ItemColumns.of_records(records, len(names))
 
     @abc.abstractmethod
     def record_events(self, events: Sequence[Event]) -> int:

@@ -27,6 +27,7 @@ from recsys.storage.base import (
     Erased,
     Event,
     FeatureStorage,
+    ItemColumns,
     ItemRecord,
     OnlineColumns,
     UserRecord,
@@ -209,6 +210,24 @@ class EmbeddedStorage(FeatureStorage):
             titles = s.item_titles[rows].tolist()
         return [ItemRecord(item_id, v, list(c), title) if ok else None
                 for item_id, ok, v, c, title in zip(ids, found, values, categories, titles, strict=True)]
+
+    def get_item_columns(self, item_ids: Sequence[str]) -> ItemColumns:
+        ids = list(item_ids)
+        with self._lock:
+            s = self._state
+            n_features = len(s.item_feature_names)
+            if len(s.item_ids) == 0 or not ids:
+                return ItemColumns.of_records([None] * len(ids), n_features)
+            rows, found_list = s.locate_items(ids)
+            values = s.item_values[rows]  # private copy; titles and category tuples are immutable
+            categories = s.item_categories[rows].tolist()
+            titles = s.item_titles[rows].tolist()
+        found = np.asarray(found_list, dtype=bool)
+        if not found.all():
+            values[~found] = np.nan
+            for i in np.flatnonzero(~found).tolist():
+                titles[i], categories[i] = "", ()
+        return ItemColumns(found=found, values=values, titles=titles, categories=categories)
 
     def record_events(self, events: Sequence[Event]) -> int:
         applied = 0

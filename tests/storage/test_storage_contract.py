@@ -354,3 +354,22 @@ def _redis_mget_calls(storage: FeatureStorage) -> int:
     stats = client.info("commandstats").get("cmdstat_mget", {})
     client.close()
     return int(stats.get("calls", 0))
+
+
+def test_item_columns_hold_what_get_items_returns(loaded: FeatureStorage) -> None:
+    """The columnar read feature_svc answers from: the records' values, titles and categories in request
+    order, NaN values, no title and no categories for unknown ids."""
+    ids = ["i3", "nope", "i1", "i4", "i3", "i5"]
+    cols = loaded.get_item_columns(ids)
+    records = loaded.get_items(ids)
+    assert cols.found.tolist() == [r is not None for r in records]
+    assert cols.values.dtype == np.float32 and cols.values.shape == (len(ids), len(ITEM_FEATURES))
+    for i, rec in enumerate(records):
+        if rec is None:
+            assert np.isnan(cols.values[i]).all() and cols.titles[i] == "" and list(cols.categories[i]) == []
+        else:
+            np.testing.assert_array_equal(cols.values[i], rec.values)
+            assert cols.titles[i] == rec.title and list(cols.categories[i]) == rec.categories
+    cols.values[0] = -1.0  # a private copy, like get_items' records
+    assert loaded.get_items(["i3"])[0].values[0] != -1.0
+    assert loaded.get_item_columns([]).values.shape == (0, len(ITEM_FEATURES))
