@@ -50,8 +50,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-bench: install
-	$(VENV)/bin/recsys bench --items 100000 --json bench.json
+# The bench's peer composes the same stages with Ray Serve: the bench extra (ray[serve], pinned with ray).
+# Catalog sizes: ITEMS=10000 or ITEMS=1000000 (docs/bench.md gives the matching --users/--interactions).
+ITEMS ?= 100000
+BENCH_ARGS ?=
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@touch $@
+
+bench: install $(VENV)/.installed-bench
+	$(VENV)/bin/recsys bench --items $(ITEMS) --json bench.json $(BENCH_ARGS)
 
 # Coverage-guided fuzzing (atheris) of every parser for FUZZ_SECONDS each; corpus and crashes in .fuzz/.
 FUZZ_SECONDS ?= 60

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.bench_feedback import start_redis
+from recsys.bench_memory import rss_mb
 from recsys.bench_report import feedback_report
 from recsys.bundle import BundleError, read_metadata
 from recsys.cluster import Cluster, start_cluster
@@ -24,31 +25,6 @@ from recsys.latency import concurrent, sequential, summarize
 from recsys.scrape import mean_by_label, scrape
 from recsys.training.config import TrainConfig
 from recsys.training.trainer import train
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a service with its child processes (the ranker's cache follower)."""
-    total = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024.0
-        except OSError:
-            continue
-    return total or float("nan")
 
 
 def ensure_bundle(args: argparse.Namespace, console: Console) -> tuple[Path, list[str]]:
@@ -65,6 +41,8 @@ def ensure_bundle(args: argparse.Namespace, console: Console) -> tuple[Path, lis
         t0 = time.time()
         train(ds, bundle, TrainConfig(), dataset_spec=spec)
         console.print(f"trained in {time.time() - t0:.0f}s")
+        # beside the bundle (not in it): how long building it took, reported by every run that reuses it
+        build_record(args).write_text(json.dumps({"dataset": spec, "build_s": time.time() - t0}))
     users = [f"u{i}" for i in range(args.users)]
     if ds is not None:
         users = [str(u) for u in ds.interactions["user_id"].unique()]
@@ -72,6 +50,19 @@ def ensure_bundle(args: argparse.Namespace, console: Console) -> tuple[Path, lis
         from recsys.feature_tables import FeatureTables
         users = FeatureTables.load(bundle / "features").user_ids.tolist()
     return bundle, users
+
+
+def build_record(args: argparse.Namespace) -> Path:
+    return Path(args.workdir) / f"bench-{args.items}.build.json"
+
+
+def build_seconds(args: argparse.Namespace, dataset: str) -> float | None:
+    """The recorded time to build the bench bundle of this dataset (None: built before it was recorded)."""
+    try:
+        rec = json.loads(build_record(args).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec.get("build_s") if rec.get("dataset") == dataset else None
 
 
 def stage_report(cluster: Cluster) -> dict[str, float]:
@@ -147,13 +138,20 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         from recsys.bench_ann import ann_quality
 
         ann = ann_quality(args.ann_items, console=console)
+    scale: dict = {}
+    if getattr(args, "scale", False):
+        from recsys.bench_scale_report import print_scale
+        from recsys.bench_sweep import scale_report
+
+        scale = scale_report(args, bundle, users, console)
     meta = read_metadata(bundle)
+    build_s = build_seconds(args, meta.dataset)
     result = {
         "bundle": meta.version, "dataset": meta.dataset, "index": args.index,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "single_client": single, "concurrent": load, "stage_mean_ms": stages, "rss_mb": memory,
         "feedback": feedback, "experiments": experiments, "chaos": chaos,
-        "production": production, "ann": ann,
+        "production": production, "ann": ann, "scale": scale, "bundle_build_s": build_s,
     }
     table = Table(title=f"Recommend through 3 services · {args.items:,} items · {args.index} index")
     for col in ("run", "n", "p50 ms", "p99 ms", "mean ms", "rps", "errors"):
@@ -189,6 +187,10 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
                       f"a 10% shadow share: p50 {sh['off']['p50_ms']:.2f} → {sh['shadow 10%']['p50_ms']:.2f} ms, "
                       f"p99 {sh['off']['p99_ms']:.2f} → {sh['shadow 10%']['p99_ms']:.2f} ms "
                       f"({sh['p99_cost_ms']:+.2f} ms; shadows {sh['shadow_requests']})", highlight=False)
+    if scale:
+        print_scale(scale, console, args.items)
+    console.print(f"bench bundle {bundle}: built in {build_s:.0f}s (cached between runs)" if build_s is not None
+                  else f"bench bundle {bundle}: reused (its build time was not recorded)", highlight=False)
     if ann:
         from recsys.bench_ann import print_ann
 

@@ -13,18 +13,22 @@ import random
 import shutil
 from pathlib import Path
 
+import grpc
 import yaml
 from rich.console import Console
 
 from recsys.cluster import SERVICES, start_cluster, tls_credentials
 from recsys.latency import sequential, summarize
 from recsys.rpc.devcerts import LocalCA
+from recsys.rpc.tls import TLSFiles
 
 CLIENT = "bench-client"
 
 
-def tls_cost(bundle: Path, users: list[str], rng: random.Random, workdir: Path, console: Console,
-             requests: int = 400, rounds: int = 4) -> dict:
+def mtls_setup(workdir: Path, ranker_flags: list[str] | None = None
+               ) -> tuple[dict[str, TLSFiles], grpc.ChannelCredentials, dict[str, list[str]]]:
+    """A throwaway CA under `workdir`: each service's certificate, the bench client's credentials, and the
+    services' flags (the dependencies accept only the ranker; the ranker's callers file names the client)."""
     pki = Path(workdir) / "bench-pki"
     shutil.rmtree(pki, ignore_errors=True)
     ca = LocalCA(pki)
@@ -33,12 +37,17 @@ def tls_cost(bundle: Path, users: list[str], rng: random.Random, workdir: Path, 
     callers = pki / "callers.yaml"
     callers.write_text(yaml.safe_dump({"callers": [{"name": "bench", "identity": CLIENT, "methods": ["Recommend"]}]}))
     peers = ["--tls-peers", "ranker"]
+    return certs, credentials, {"feature_svc": peers, "candidate_svc": peers,
+                                "ranker_svc": [*(ranker_flags or []), "--callers", str(callers)]}
+
+
+def tls_cost(bundle: Path, users: list[str], rng: random.Random, workdir: Path, console: Console,
+             requests: int = 400, rounds: int = 4) -> dict:
     no_cache = ["--cache", "none"]  # every call makes all three hops: TLS's whole cost, not a cache hit's
+    certs, credentials, extra = mtls_setup(workdir, no_cache)
     with console.status("TLS cost: starting a plaintext and a mutual-TLS cluster"), \
             start_cluster(bundle, port=0, extra={"ranker_svc": no_cache}) as plain, \
-            start_cluster(bundle, port=0, tls=certs, extra={"feature_svc": peers, "candidate_svc": peers,
-                                                            "ranker_svc": [*no_cache, "--callers", str(callers)]}) \
-            as secure:
+            start_cluster(bundle, port=0, tls=certs, extra=extra) as secure:
         variants = {"plaintext": (plain.target, None), "mtls+auth": (secure.target, credentials)}
         for target, creds in variants.values():
             sequential(target, [rng.choice(users) for _ in range(50)], credentials=creds)  # warm-up

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from recsys.cli_bench import add_command as add_bench_command
 from recsys.cli_events import add_commands as add_event_commands
 from recsys.cli_experiments import add_commands as add_experiment_commands
 from recsys.cli_models import add_history_arguments, models_history
@@ -168,12 +169,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir), console)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from recsys.bench import run_bench
-
-    return run_bench(args, console)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from recsys.evaluation.runner import run_eval
 
@@ -305,28 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="bundles")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="latency and throughput of Recommend through the three services")
-    b.add_argument("--items", type=int, default=100_000)
-    b.add_argument("--users", type=int, default=20_000)
-    b.add_argument("--interactions", type=int, default=1_000_000)
-    b.add_argument("--requests", type=int, default=1000, help="sequential requests (single client)")
-    b.add_argument("--concurrency", type=int, default=16, help="in-flight requests for the throughput run")
-    b.add_argument("--duration", type=float, default=20.0, help="seconds of the throughput run")
-    b.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
-    b.add_argument("--json", default="bench.json")
-    b.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure Feedback/Send ingestion, event-to-visible latency, the cache and exposures")
-    b.add_argument("--workdir", default="bundles")
-    b.add_argument("--experiments", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure assignment and the cost of a 10%% shadow share (a second cluster)")
-    b.add_argument("--production", action=argparse.BooleanOptionalAction, default=True,
-                   help="also the overload curve, and the cost of mTLS and of tracing (more clusters)")
-    b.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
-                   help="kill each service (and Redis) in turn under a steady load and measure the recovery")
-    b.add_argument("--ann-items", type=int, default=1_000_000,
-                   help="also recall@500 and per-query cost of the HNSW and IVF indexes against exact search on "
-                        "this many synthetic 64-dimensional item vectors (0: skip)")
-    b.set_defaults(func=cmd_bench)
+    add_bench_command(sub)
 
     e = sub.add_parser("eval", help="offline evaluation of the serving pipeline")
     e.add_argument("--dataset", required=True, help=DATASET_HELP)

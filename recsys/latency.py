@@ -43,6 +43,34 @@ def sequential(target: str, users: Sequence[str], k: int = 10, timeout: float = 
     return lat, errors
 
 
+class RecommendClient:
+    """One persistent channel to the ranker for block-wise measurements (the interleaved runs of
+    recsys/bench_floor.py): `block` makes one sequential call per user."""
+
+    def __init__(self, target: str, k: int = 10, timeout: float = 5.0,
+                 credentials: grpc.ChannelCredentials | None = None):
+        self.channel = grpc.insecure_channel(target) if credentials is None else \
+            grpc.secure_channel(target, credentials)
+        self.stub = pb_grpc.RecommenderStub(self.channel)
+        self.k, self.timeout = k, timeout
+
+    def block(self, users: Sequence[str]) -> tuple[list[float], int, list[bool]]:
+        """Latencies (s) of the calls that answered, the failed calls, and whether each answer was cached."""
+        lat, errors, cached = [], 0, []
+        for u in users:
+            t0 = time.perf_counter()
+            try:
+                resp = self.stub.Recommend(pb.RecommendRequest(user_id=u, k=self.k), timeout=self.timeout)
+                lat.append(time.perf_counter() - t0)
+                cached.append(resp.cached)
+            except grpc.RpcError:
+                errors += 1
+        return lat, errors, cached
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 async def _load(target: str, users: Sequence[str], k: int, concurrency: int, duration: float,
                 max_requests: int, timeout: float) -> tuple[list[float], int, float]:
     lat: list[float] = []

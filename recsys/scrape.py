@@ -21,3 +21,10 @@ def mean_by_label(samples: dict, metric: str, label: str) -> dict[str, float]:
     sums = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_sum" and label in dict(k[1])}
     counts = {dict(k[1])[label]: v for k, v in samples.items() if k[0] == f"{metric}_count" and label in dict(k[1])}
     return {key: 1000.0 * sums[key] / counts[key] for key in sums if counts.get(key)}
+
+
+def mean_by_label_since(before: dict, after: dict, metric: str, label: str) -> dict[str, float]:
+    """Mean of a histogram per value of `label` over the observations made between two scrapes, in ms."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()
+             if k[0] in (f"{metric}_sum", f"{metric}_count")}
+    return mean_by_label(delta, metric, label)
