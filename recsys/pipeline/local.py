@@ -6,11 +6,16 @@ offline run exercises the serving code path minus gRPC. Each holds one model ver
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
+from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.types import CandidateList, ItemView, UnknownVersion, UserView
 from recsys.retrieval.generator import CandidateGenerator
 from recsys.storage.base import FeatureStorage
+
+PREFETCH_CHUNK = 2048  # users searched per batch by prefetched() (bounds the batch's memory)
 
 
 def _check(component: str, held: str, asked: str) -> None:
@@ -56,3 +61,22 @@ class LocalCandidateSource:
                              source_vocab=list(c.source_names), model_version=self.version,
                              relative_score_names=list(gen.relative_score_names),
                              fresh_rows=np.flatnonzero(c.items >= gen.n_trained))
+
+
+def prefetch_users(storage: FeatureStorage, generator: CandidateGenerator, users: list[str],
+                   pipe: PipelineConfig) -> None:
+    """CandidateGenerator.prefetch for these users' requests, with the histories the pipeline will send (the
+    last `pipe.history_window` stored items: stages.retrieve's window)."""
+    window = pipe.history_window
+    generator.prefetch([list(r.history)[-window:] if r is not None else [] for r in storage.get_users(users)],
+                       pipe.n_candidates)
+
+
+def prefetched(storage: FeatureStorage, generator: CandidateGenerator, users: list[str],
+               pipe: PipelineConfig) -> Iterator[str]:
+    """`users` in order, each chunk of PREFETCH_CHUNK prefetched first (prefetch_users): iterate over it in place
+    of the list, and the per-user pipeline runs that follow share one batched search per chunk."""
+    for lo in range(0, len(users), PREFETCH_CHUNK):
+        chunk = users[lo:lo + PREFETCH_CHUNK]
+        prefetch_users(storage, generator, chunk, pipe)
+        yield from chunk

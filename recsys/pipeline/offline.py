@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from recsys.feature_tables import FeatureTables
-from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
+from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource, prefetch_users, prefetched
 from recsys.pipeline.model import ServingModel
 from recsys.pipeline.recommend import PipelineConfig, recommend
 from recsys.pipeline.types import Recommendation, RecommendParams
@@ -23,13 +23,22 @@ from recsys.storage.embedded import EmbeddedStorage
 
 class OfflineStack:
     def __init__(self, art: RetrievalArtifacts, tables: FeatureTables, model: ServingModel,
-                 pipeline: PipelineConfig | None = None, generator: GeneratorConfig | None = None):
-        self.storage = EmbeddedStorage()
-        self.storage.load(tables)
+                 pipeline: PipelineConfig | None = None, generator: GeneratorConfig | None = None,
+                 shared: tuple[EmbeddedStorage, CandidateGenerator] | None = None):
+        """`shared`: a storage already loaded with `tables` and a generator already started on `art` with
+        this stack's generator config, used instead of loading and starting copies (training's folds: at
+        catalog scale each copy is an index and a feature store of the whole catalog)."""
         self.pipeline = pipeline or PipelineConfig()
         gen_cfg = generator or GeneratorConfig(n=self.pipeline.n_candidates,
                                                history_window=self.pipeline.history_window)
-        self.generator = CandidateGenerator(art, gen_cfg)
+        if shared is not None:
+            self.storage, self.generator = shared
+            if self.generator.config != gen_cfg:
+                raise ValueError(f"shared generator has config {self.generator.config}, this stack needs {gen_cfg}")
+        else:
+            self.storage = EmbeddedStorage()
+            self.storage.load(tables)
+            self.generator = CandidateGenerator(art, gen_cfg)
         self.features = LocalFeatureSource(self.storage)
         self.candidates = LocalCandidateSource(self.generator, model.version)
         self.model = model
@@ -51,7 +60,7 @@ class OfflineStack:
 
         async def run() -> dict[str, Recommendation]:
             out = {}
-            for u in user_ids:
+            for u in prefetched(self.storage, self.generator, list(user_ids), self.pipeline):
                 params = RecommendParams(user_id=u, k=k, diversity_lambda=diversity_lambda)
                 out[u] = await recommend(params, self.model, self.features, self.candidates, self.pipeline)
                 if progress is not None:
@@ -59,6 +68,11 @@ class OfflineStack:
             return out
 
         return asyncio.run(run())
+
+    def prefetch(self, user_ids: Iterable[str]) -> None:
+        """Batch the retrieval searches of these users' coming requests in one call (CandidateGenerator.prefetch):
+        for callers that run the pipeline per user themselves."""
+        prefetch_users(self.storage, self.generator, list(user_ids), self.pipeline)
 
     def with_lambda(self, lam: float) -> OfflineStack:
         """The same stack with another default MMR λ (shares all loaded state)."""

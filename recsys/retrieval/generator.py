@@ -150,6 +150,16 @@ class CandidateGenerator:
             self._live = _Live(replace(live.art, catalog=g.catalog, sources=sources), sources)
             return g.indices.tolist()
 
+    def prefetch(self, histories: Sequence[list[str]], n: int) -> None:
+        """Warn the sources that requests with these histories (item ids, as `retrieve_ids` will get them) for
+        `n` candidates follow, so a source whose search is cheaper in batches (als) runs it once for all of
+        them (offline runs). Changes no answer beyond the order of near-equal scores (ALSSource.prefetch)."""
+        live = self._live
+        batch = [self.indices(h, live.n_items) for h in histories]
+        for src in live.sources:
+            if hasattr(src, "prefetch"):
+                src.prefetch(batch, 4 * (n or self.config.n))  # deepest SourceRequest.depth: n + 3n banned
+
     def check_quotas(self, quotas: dict[str, float]) -> None:
         """Reject quota overrides that name a source this bundle does not have, or are not in [0, 1]."""
         for name, q in quotas.items():
@@ -171,19 +181,16 @@ class CandidateGenerator:
                   exclude: np.ndarray | None, include_seen: bool, quotas: dict[str, float] | None,
                   user_id: str = "") -> Candidates:
         n = n or self.config.n
-        banned = np.zeros(live.n_items, dtype=bool)
-        if exclude is not None and len(exclude):
-            banned[exclude] = True
-        if not include_seen and len(history):
-            banned[history] = True
+        parts = [a for a in (exclude, None if include_seen else history) if a is not None and len(a)]
+        banned = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
         # Deep enough to survive the filtering of seen/excluded items, but bounded: a user with tens of
         # thousands of seen items must not turn every request into a catalog-sized search.
         req = SourceRequest(history=history, recent=history[-self.config.history_window:],
-                            attributes=attributes or {}, depth=n + min(int(banned.sum()), 3 * n), user_id=user_id)
+                            attributes=attributes or {}, depth=n + min(len(banned), 3 * n), user_id=user_id)
         share = self.cold_quotas if req.cold_user else (self.quotas if not quotas else self.quotas | quotas)
         budget = {s: int(round(q * n)) for s, q in share.items()}
         proposals = [_propose(s, req) for s in live.sources]
-        items, mask = self._merge([p.ranked for p in proposals], budget, banned, n)
+        items, mask = self._merge([p.ranked for p in proposals], budget, banned, n, live.n_items)
         scores = np.full((len(items), len(self.score_names)), np.nan, dtype=np.float32)
         if len(items):
             j = 0
@@ -206,34 +213,61 @@ class CandidateGenerator:
         return (live.art.item_ids[c.items].tolist() if len(c.items) else []), c
 
     def _merge(self, lists: list[np.ndarray | None], budget: dict[str, int], banned: np.ndarray,
-               n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Quota-then-interleave merge of the source lists (in source order), skipping banned items and
-        duplicates."""
-        taken = banned.copy()
-        bits = np.zeros(len(banned), dtype=np.uint64)
-        clean = [None if lst is None else lst[~banned[lst]] for lst in lists]
-        for bit, lst in enumerate(clean):
-            if lst is not None:
-                bits[lst] |= np.uint64(1 << bit)
-        chosen: list[np.ndarray] = []
-        for name, lst in zip(self.source_names, clean, strict=True):  # first pass: each source up to its quota
-            if lst is not None:
-                fresh = lst[~taken[lst]][: budget.get(name, 0)]
-                taken[fresh] = True
-                chosen.append(fresh)
-        total = sum(len(c) for c in chosen)
-        if total < n:  # second pass: interleave what is left, by rank
-            rest = [lst[~taken[lst]] for lst in clean if lst is not None]
-            depth = max((len(r) for r in rest), default=0)
-            grid = np.full((depth, len(rest)), -1, dtype=np.int64)
-            for j, r in enumerate(rest):
-                grid[: len(r), j] = r
-            flat = grid.ravel()
-            flat = flat[flat >= 0]
-            _, first = np.unique(flat, return_index=True)
-            chosen.append(flat[np.sort(first)][: n - total])
-        items = np.concatenate(chosen)[:n].astype(np.int64) if chosen else np.zeros(0, np.int64)
-        return items, bits[items]
+               n: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """Quota-then-interleave merge of the source lists (in source order), skipping banned items (sorted
+        unique indices) and duplicates; returns the items and their source bitmasks.
+
+        The merge works on masks over a universe of item codes: the catalog when it is small, else only the
+        items the lists hold (renumbered in order), so a request on a large catalog never touches a
+        catalog-sized array. Both give the same merge."""
+        present = [lst for lst in lists if lst is not None]
+        total_len = sum(len(lst) for lst in present)
+        if n_items <= LOCAL_MERGE_RATIO * (total_len + len(banned)):
+            universe = None
+            codes, size = lists, n_items
+            banned_codes = banned
+        else:
+            universe = np.unique(np.concatenate(present)) if present else np.zeros(0, np.int64)
+            codes = [None if lst is None else np.searchsorted(universe, lst) for lst in lists]
+            size = len(universe)
+            at = np.searchsorted(universe, banned).clip(0, max(size - 1, 0))
+            banned_codes = at[universe[at] == banned] if size else np.zeros(0, np.int64)
+        items, bits = _merge_codes(self.source_names, codes, budget, banned_codes, n, size)
+        return (items if universe is None else universe[items].astype(np.int64)), bits
+
+
+LOCAL_MERGE_RATIO = 64  # catalog items per listed item above which _merge renumbers the listed items
+
+
+def _merge_codes(names: list[str], lists: list[np.ndarray | None], budget: dict[str, int], banned: np.ndarray,
+                 n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """CandidateGenerator._merge over item codes in [0, size)."""
+    taken = np.zeros(size, dtype=bool)
+    taken[banned] = True
+    clean = [None if lst is None else lst[~taken[lst]] for lst in lists]
+    bits = np.zeros(size, dtype=np.uint64)
+    for bit, lst in enumerate(clean):
+        if lst is not None:
+            bits[lst] |= np.uint64(1 << bit)
+    chosen: list[np.ndarray] = []
+    for name, lst in zip(names, clean, strict=True):  # first pass: each source up to its quota
+        if lst is not None:
+            fresh = lst[~taken[lst]][: budget.get(name, 0)]
+            taken[fresh] = True
+            chosen.append(fresh)
+    total = sum(len(c) for c in chosen)
+    if total < n:  # second pass: interleave what is left, by rank
+        rest = [lst[~taken[lst]] for lst in clean if lst is not None]
+        depth = max((len(r) for r in rest), default=0)
+        grid = np.full((depth, len(rest)), -1, dtype=np.int64)
+        for j, r in enumerate(rest):
+            grid[: len(r), j] = r
+        flat = grid.ravel()
+        flat = flat[flat >= 0]
+        _, first = np.unique(flat, return_index=True)
+        chosen.append(flat[np.sort(first)][: n - total])
+    items = np.concatenate(chosen)[:n].astype(np.int64) if chosen else np.zeros(0, np.int64)
+    return items, bits[items]
 
 
 def _propose(src: CandidateSource, req: SourceRequest) -> Proposal:

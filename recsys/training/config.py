@@ -51,6 +51,9 @@ class TrainConfig:
     ranker_folds: int = 3             # history/label splits the ranker's lists come from (more lists, less noise)
     valid_fraction: float = 0.15      # share of ranker users used for early stopping and metrics
     max_ranker_users: int = 6000      # cap on users that produce ranker training lists
+    # Cap on validation users (the searches, early stopping, metrics): a random sample above it, recorded in
+    # the bundle (params.user_sample). Only large data sets reach it (0.15 x 13,334 users).
+    max_valid_users: int = 2000
     diversity_lambda: float = 0.8     # MMR λ used for the validation metrics
     ann_indexes: list[str] = field(default_factory=lambda: ["exact", "hnsw"])  # prebuilt FAISS indexes
     seed: int = 42
@@ -66,6 +69,8 @@ class TrainConfig:
         if unknown := [s for s in self.select if s not in SEARCHES]:
             raise ValueError(f"select: unknown search(es) {', '.join(map(repr, unknown))} "
                              f"(valid: {', '.join(SEARCHES)})")
+        if self.max_valid_users < 1:
+            raise ValueError(f"max_valid_users must be at least 1, got {self.max_valid_users}")
         if self.select_grid not in GRID_SIZES:
             raise ValueError(f"select_grid must be one of {', '.join(GRID_SIZES)}, got {self.select_grid!r}")
         if unknown := [o for o in self.fixed if o not in SEARCHED]:

@@ -105,15 +105,25 @@ def best(scores: dict[str, float], configured: str, margin: float) -> tuple[str,
     return top, f"best on validation, {scores[top] - scores[configured]:+.4f} over the configured value"
 
 
-def _top_ndcg(scores: np.ndarray, seen: sp.csr_matrix, labels: list[set[str]], item_ids: np.ndarray) -> float:
-    """Mean nDCG@10 of the top unseen items by score (rows: users, aligned with `labels`)."""
-    scores = np.array(scores, dtype=np.float64)
-    scores[seen.nonzero()] = -np.inf
-    top = np.argpartition(-scores, K, axis=1)[:, :K]
+SCORE_CHUNK = 1 << 25  # scores held at once by _top_ndcg (256 MB of float64): users per chunk = this / items
+
+
+def _top_ndcg(scores: np.ndarray | Callable[[np.ndarray], np.ndarray], seen: sp.csr_matrix, labels: list[set[str]],
+              item_ids: np.ndarray, chunk: int = SCORE_CHUNK) -> float:
+    """Mean nDCG@10 of the top unseen items by score (rows: users, aligned with `labels`). `scores` is the
+    users x items matrix, or a function of an array of row numbers giving those rows: the rows are then scored
+    in chunks of `chunk` entries (one chunk on small catalogs), never users x catalog at once."""
+    n_users = seen.shape[0]
+    step = n_users if not callable(scores) else max(1, chunk // max(seen.shape[1], 1))
     out = []
-    for r, rel in enumerate(labels):
-        row = top[r][np.argsort(-scores[r, top[r]], kind="stable")]
-        out.append(ndcg_at_k(item_ids[row].tolist(), rel, K))
+    for lo in range(0, n_users, step):
+        rows = np.arange(lo, min(lo + step, n_users))
+        part = np.array(scores(rows) if callable(scores) else scores, dtype=np.float64)
+        part[seen[rows].nonzero()] = -np.inf
+        top = np.argpartition(-part, K, axis=1)[:, :K]
+        for r, rel in zip(range(len(rows)), labels[lo:lo + len(rows)], strict=True):
+            row = top[r][np.argsort(-part[r, top[r]], kind="stable")]
+            out.append(ndcg_at_k(item_ids[row].tolist(), rel, K))
     return float(np.mean(out))
 
 
@@ -126,6 +136,9 @@ def ease_grid(x_hist: sp.csr_matrix, cfg: TrainConfig) -> list[float]:
 def select_ease(x_hist: sp.csr_matrix, rows: np.ndarray, labels: list[set[str]], item_ids: np.ndarray,
                 cfg: TrainConfig, data_scale: float, sel: Selection, tick: Callable[[], None]) -> None:
     """EASE's λ by the item-to-item source's own nDCG@10 (its neighbour table scored over the user's history)."""
+    if x_hist.shape[1] > EASE_MAX_ITEMS:  # item_neighbors would fit cosine neighbours: nothing to choose
+        sel.reasons["ease"] = f"not searched: {x_hist.shape[1]:,} items use cosine neighbours (λ is not used)"
+        return
     grid = ease_grid(x_hist, cfg)
     scores: dict[str, float] = {}
     for lam in grid:
@@ -184,7 +197,7 @@ def select_als(x_hist: sp.csr_matrix, rows: np.ndarray, labels: list[set[str]], 
             users = np.stack([fold_in.user_vector(x_hist[r].indices) for r in rows.tolist()])
             key = f"factors={f} reg={reg:g}"
             params[key] = p
-            scores[key] = _top_ndcg(users @ item_f.T, x_hist[rows], labels, item_ids)
+            scores[key] = _top_ndcg(lambda part, u=users, f=item_f: u[part] @ f.T, x_hist[rows], labels, item_ids)
             sel.tried("als", key, "ALS nDCG@10", scores[key], time.time() - t0)
             tick()
     configured = f"factors={cfg.als.factors} reg={cfg.als.regularization:g}"

@@ -29,7 +29,7 @@ from recsys.bundle import BundleMetadata, publish, staging_dir, write_checksums,
 from recsys.data.schema import Dataset
 from recsys.data.split import holdout_by_user
 from recsys.feature_tables import FeatureTables
-from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource
+from recsys.pipeline.local import LocalCandidateSource, LocalFeatureSource, prefetched
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
 from recsys.pipeline.offline import OfflineStack
 from recsys.pipeline.recommend import PipelineConfig, fetch_and_retrieve
@@ -87,7 +87,7 @@ def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int) -> Fold:
     art, tables, _ = build_stage1(hist_ds, cfg, vocab, content_map=False)
     storage = EmbeddedStorage()
     storage.load(tables)
-    gen = CandidateGenerator(art, GeneratorConfig(n=cfg.n_candidates))
+    gen = CandidateGenerator(art, GeneratorConfig(n=cfg.n_candidates, history_window=PipelineConfig().history_window))
     return Fold(art=art, tables=tables, storage=storage, gen=gen,
                 emb=ItemEmbeddings.from_factors(art.item_ids, art.item_factors),
                 labels={u: set(g) for u, g in label_df.groupby("user_id")["item_id"]})
@@ -102,7 +102,7 @@ def build_ranker_lists(users: list[str], labels: dict[str, set[str]], storage: E
 
     async def run():
         cols_out, y_out, kept = [], [], []
-        for u in users:
+        for u in prefetched(storage, gen, users, pipe):
             # exactly the calls the serving pipeline makes, with the same history window
             user, cands = await fetch_and_retrieve(features, cands_src, u, pipe, {}, False)
             names, views = await features.get_items(cands.item_ids + user.history[-pipe.affinity_window:])
@@ -141,7 +141,7 @@ def candidate_recall(fold: Fold, users: list[str], pipe: PipelineConfig) -> floa
 
     async def run() -> list[float]:
         out = []
-        for u in users:
+        for u in prefetched(fold.storage, fold.gen, users, pipe):
             _, cands = await fetch_and_retrieve(features, cands_src, u, pipe, {}, False)
             out.append(len(set(cands.item_ids) & fold.labels[u]) / len(fold.labels[u]))
         return out
@@ -189,8 +189,12 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         rng = np.random.default_rng(cfg.seed)
         users = sorted(labels0)
         rng.shuffle(users)
-        n_valid = max(1, int(len(users) * cfg.valid_fraction))
+        n_valid = min(max(1, int(len(users) * cfg.valid_fraction)), cfg.max_valid_users)
         valid_users, train_pool = users[:n_valid], users[n_valid:]
+        # Which users the per-user pipeline runs cover (their cost is per user, so large data sets sample them)
+        user_sample = {"users_with_labels": len(users), "validation_users": n_valid,
+                       "validation_share": cfg.valid_fraction, "max_valid_users": cfg.max_valid_users,
+                       "validation_sampled": n_valid < max(1, int(len(users) * cfg.valid_fraction))}
         grid = cfg.grid_size(len(ds.interactions))
         cfg = replace(cfg, select_grid=grid)  # the searches read the resolved size (the bundle records it)
         cfg_hist, cfg_full = stage1_searches(len(ds.interactions), hist0, labels0, valid_users, vocab, cfg, sel, tick)
@@ -199,12 +203,15 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         main = folds[0]
         if cfg.searched("quotas"):
             with sel.timed("quotas"):
-                quotas = select_quotas(lambda q: candidate_recall(main, valid_users, replace(pipe, source_quotas=q)),
+                quotas = select_quotas(lambda q, m=main: candidate_recall(m, valid_users,
+                                                                          replace(pipe, source_quotas=q)),
                                        cfg, [src.name for src in main.art.sources], sel, tick)
             pipe, cfg_full = replace(pipe, source_quotas=quotas), replace(cfg_full, source_quotas=quotas)
         t = step("stage1_history", t)
 
         per_fold = max(1, (cfg.max_ranker_users - n_valid) // len(folds))
+        user_sample |= {"ranker_users_per_fold": min(per_fold, len(train_pool)), "ranker_pool": len(train_pool),
+                        "max_ranker_users": cfg.max_ranker_users}
         train_cols, train_ys = [], []
         for f, fold in enumerate(folds):
             fold_users = [u for u in train_pool if u in fold.labels]
@@ -238,12 +245,15 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
         version = version or BundleMetadata.new_version(time.time())
         stacks = [(OfflineStack(fold.art, fold.tables, ServingModel(version=version, created=time.time(),
-                                                                    ranker=ranker, embeddings=fold.emb), pipe),
+                                                                    ranker=ranker, embeddings=fold.emb), pipe,
+                                shared=(fold.storage, fold.gen)),
                    {u: fold.labels[u] for u in valid_users if u in fold.labels})
                   for fold in (folds if cfg.searched("reranker") else folds[:1])]
         serving_defaults: dict = {}
         if cfg.searched("reranker"):
             with sel.timed("reranker"):
+                for st, truth in stacks:  # measure runs the pipeline per user: batch its retrieval searches
+                    st.prefetch(truth)
                 serving_defaults, _ = select_reranker([(st, truth, _histories(st, truth)) for st, truth in stacks],
                                                       cfg, sel, tick)
         stack, valid_labels = stacks[0]
@@ -258,12 +268,15 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         metrics["selection_seconds"] = round(sum(sel.seconds.values()), 1)
         t = step("validation", t)
 
+        # The folds' models (each an ANN index and a feature store of the whole catalog) are done with: free
+        # them before the serving refit builds its own (the peak memory of a large catalog's training).
+        del folds, main, fold, stacks, stack, served, st
         art, tables, _ = build_stage1(ds, cfg_full, vocab)
         meta = BundleMetadata(
             version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,
             params=cfg_full.to_dict() | {"neighbor_method": getattr(art.source("i2i"), "method", None),
                                          "ranker_features": names, "selection": sel.to_dict(),
-                                         "serving_defaults": serving_defaults},
+                                         "serving_defaults": serving_defaults, "user_sample": user_sample},
             metrics=metrics | (art.content_map.metrics if art.content_map is not None else {})
             | {"train_seconds": round(time.time() - t0, 1)},
             parent=parent, notes=list(ds.notes) + [f"timings: {timings}"], stream_position=stream_position,

@@ -171,11 +171,22 @@ def rank_in(ranked: np.ndarray | None, items: np.ndarray) -> np.ndarray:
     return out
 
 
+SPARSE_ACCUMULATE_RATIO = 16  # catalog items per neighbour entry above which accumulate sorts the entries
+
+
 def accumulate(table: sp.csr_matrix, recent: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """(items reached, summed weights) over the history's rows of a neighbour table. A dense bincount over
-    the catalog is linear in the rows' entries (no sort), and the catalog-sized buffer costs far less than
-    sorting a few hundred thousand entries."""
+    """(items reached, ascending; summed weights) over the history's rows of a neighbour table.
+
+    Small catalogs: a dense bincount over the catalog, linear in the rows' entries and cheaper than sorting
+    them. Large catalogs (more than SPARSE_ACCUMULATE_RATIO items per entry): the entries are sorted instead,
+    so a request costs what its history reaches, not what the catalog holds. Both sum each item's weights
+    in entry order in float64, so they give the same result."""
     rows = table[recent]
+    if rows.nnz * SPARSE_ACCUMULATE_RATIO < n_items:
+        reached, inverse = np.unique(rows.indices, return_inverse=True)
+        acc = np.bincount(inverse, weights=rows.data, minlength=len(reached))
+        keep = acc != 0
+        return reached[keep].astype(np.int64), acc[keep].astype(np.float32)
     acc = np.bincount(rows.indices, weights=rows.data, minlength=n_items)
     items = np.flatnonzero(acc)
     return items, acc[items].astype(np.float32)

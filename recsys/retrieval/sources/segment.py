@@ -17,6 +17,7 @@ from recsys.retrieval.sources.base import (
     Proposal,
     SourceRequest,
     TrainingData,
+    lookup,
     nan_column,
     unknown_if_added,
 )
@@ -81,16 +82,25 @@ class SegmentSource(CandidateSource):
         t = self.table
         self.table = sp.csr_matrix((t.data, t.indices, t.indptr), shape=(t.shape[0], first + n))
 
-    def scores(self, attributes: dict[str, str]) -> np.ndarray | None:
+    def scores(self, attributes: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(items in the user's segments, ascending; their mean score over those segments), None when the user
+        is in no known segment. Sparse: the segments' top lists, never a catalog-sized row."""
         rows = [self.row_of[f"{k}={v}"] for k, v in attributes.items() if f"{k}={v}" in self.row_of]
         if not rows:
             return None
-        return np.asarray(self.table[rows].sum(axis=0)).ravel() / len(rows)
+        sub = self.table[rows]
+        items, inverse = np.unique(sub.indices, return_inverse=True)
+        summed = np.zeros(len(items), np.float32)
+        np.add.at(summed, inverse, sub.data)  # float32, in row order: what the dense row sum computed
+        return items.astype(np.int64), summed / np.float32(len(rows))
 
     def propose(self, req: SourceRequest) -> Proposal:
         seg = self.scores(req.attributes)
         if seg is None:
             return Proposal(None, lambda items: {"segment_score": nan_column(items)})
-        top = np.flatnonzero(seg > 0)
-        ranked = top[np.argsort(-seg[top], kind="stable")][: req.depth]
-        return Proposal(ranked, lambda items: {"segment_score": unknown_if_added(seg[items], items, self.catalog)})
+        items_in, scores_in = seg
+        pos = scores_in > 0
+        top, top_scores = items_in[pos], scores_in[pos]
+        ranked = top[np.argsort(-top_scores, kind="stable")][: req.depth]
+        return Proposal(ranked, lambda items: {"segment_score": unknown_if_added(lookup(items_in, scores_in, items),
+                                                                                 items, self.catalog)})
