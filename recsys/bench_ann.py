@@ -6,12 +6,15 @@ approximate index looks worse than it will on real embeddings): items in cluster
 long-tailed norm (popularity), queries as users are folded in, the mean of a few items they liked, mostly
 from one or two clusters. Each index is built with the parameters the services use
 (recsys/retrieval/ann.py) and searched one query at a time, as a request does, on one thread (a request
-never gets the machine's other cores).
+never gets the machine's other cores). The same figure on a bundle's learned item factors
+(`learned_factors`) shows what the served index meets: their norms are far more skewed than these, which
+is what the norm-pruned exact scan (recsys/retrieval/pruned_index.py) feeds on.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -20,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.retrieval.ann import build_index, search
+from recsys.retrieval.pruned_index import NormPrunedIndex
 
 # Search-time settings tried per kind: the service default first (efSearch 128, nprobe 16).
 HNSW_EF = (128, 256, 512, 1024)
@@ -39,6 +43,11 @@ def item_vectors(n: int, d: int, seed: int = 0, clusters: int = 200) -> np.ndarr
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         out[lo:hi] = v * (0.5 + rng.pareto(3.0, hi - lo).astype(np.float32))[:, None]
     return out
+
+
+def learned_factors(bundle: Path) -> np.ndarray:
+    """The item factors a bundle's ALS source learned (what the services index)."""
+    return np.load(Path(bundle) / "retrieval" / "item_factors.npy").astype(np.float32)
 
 
 def user_vectors(items: np.ndarray, n: int, seed: int = 1, liked: int = 20) -> np.ndarray:
@@ -70,16 +79,20 @@ def _recall(found: list[np.ndarray], truth: list[np.ndarray], k: int) -> float:
 
 
 def ann_quality(n: int = 1_000_000, d: int = 64, queries: int = 200, k: int = 500,
-                console: Console | None = None) -> dict[str, Any]:
-    """Recall@k and per-query latency of HNSW and IVF (at several search settings) against exact search,
-    with build times and index sizes."""
+                console: Console | None = None, items: np.ndarray | None = None,
+                vectors: str = "synthetic") -> dict[str, Any]:
+    """Recall@k and per-query latency of HNSW and IVF (at several search settings) and of the norm-pruned
+    exact scan against exact search, with build times. `items`: vectors to index instead of synthetic ones
+    (a bundle's learned item factors, named by `vectors`)."""
     threads = faiss.omp_get_max_threads()
     status = console.status if console is not None else None
-    out: dict[str, Any] = {"items": n, "dim": d, "queries": queries, "k": k, "build_threads": threads, "rows": []}
-    items = item_vectors(n, d)
+    items = item_vectors(n, d) if items is None else np.ascontiguousarray(items, dtype=np.float32)
+    n, d = items.shape
+    out: dict[str, Any] = {"items": n, "dim": d, "queries": queries, "k": k, "build_threads": threads,
+                           "vectors": vectors, "rows": []}
     qs = user_vectors(items, queries)
-    indexes: dict[str, faiss.Index] = {}
-    for kind in ("exact", "hnsw", "ivf"):
+    indexes: dict[str, Any] = {}
+    for kind in ("exact", "pruned", "hnsw", "ivf"):
         t0 = time.perf_counter()
         if status is not None:
             with status(f"ANN bench: building the {kind} index over {n:,} × {d}"):
@@ -91,6 +104,11 @@ def ann_quality(n: int = 1_000_000, d: int = 64, queries: int = 200, k: int = 50
     try:
         truth, t = _timed_search(indexes["exact"], qs, k)
         out["rows"].append({"index": "exact", "param": "", "recall": 1.0, **_ms(t)})
+        pruned: NormPrunedIndex = indexes["pruned"]
+        found, t = _timed_search(pruned, qs, k)
+        read = float(np.mean([pruned.rows_read(q, k) for q in qs])) / n
+        out["rows"].append({"index": "pruned", "param": f"read {read:.1%}", "read": round(read, 4),
+                            "recall": round(_recall(found, truth, k), 4), **_ms(t)})
         for kind, attr, values in (("hnsw", "efSearch", HNSW_EF), ("ivf", "nprobe", IVF_NPROBE)):
             index = indexes[kind]
             for v in values:
@@ -115,12 +133,13 @@ def _ms(times: np.ndarray) -> dict[str, float]:
 
 
 def print_ann(result: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"ANN: recall@{result['k']} against exact search, {result['items']:,} items × {result['dim']}, "
-                    f"{result['queries']} queries, one thread")
+    t = Table(title=f"ANN: recall@{result['k']} against exact search, {result['items']:,} items × {result['dim']} "
+                    f"({result.get('vectors', 'synthetic')} vectors), {result['queries']} queries, one thread")
     for col in ("index", "setting", f"recall@{result['k']}", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for r in result["rows"]:
         t.add_row(r["index"], r["param"], f"{r['recall']:.4f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}")
     console.print(t)
-    console.print("build: " + ", ".join(f"{k} {result[f'{k}_build_s']:.1f} s" for k in ("exact", "hnsw", "ivf"))
+    kinds = ("exact", "pruned", "hnsw", "ivf")
+    console.print("build: " + ", ".join(f"{k} {result[f'{k}_build_s']:.1f} s" for k in kinds)
                   + f" ({result['build_threads']} threads)", highlight=False)

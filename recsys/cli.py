@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--reload-interval", type=float, default=5.0, help="seconds between registry checks")
     u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
     u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
-    u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf"])
+    u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf", "pruned"])
     u.add_argument("--replicas", type=_positive_int, default=1,
                    help="processes per service (2 or more: SIGHUP restarts them in turn without a failed call)")
     u.add_argument("--stream", default="file://recsys-data/events",

@@ -163,7 +163,7 @@ def test_upserts_of_known_items(art):
     assert gen.art.catalog.item_categories[gen.n_items - 1].indices.tolist() == [3]
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "pruned"])
 def test_add_items_works_on_every_index_kind(art, kind):
     gen = CandidateGenerator(art, GeneratorConfig(n=100, index=kind))
     cat = art.catalog.category_names[0]
