@@ -3,11 +3,21 @@ function, tested on its own: three I/O stages against the feature and candidate 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.model import ItemEmbeddings, ServingModel
-from recsys.pipeline.types import CandidateList, CandidateSource, FeatureSource, ItemView, RankedItem, UserView
+from recsys.pipeline.types import (
+    CandidateList,
+    CandidateSource,
+    FeatureSource,
+    ItemBatch,
+    ItemView,
+    RankedItem,
+    UserView,
+)
 from recsys.ranking.features import RankingInputs, assemble, to_matrix
 from recsys.ranking.mmr import mmr, similarity_matrix
 
@@ -40,6 +50,22 @@ async def fetch_items(features: FeatureSource, cands: CandidateList, user: UserV
     return names, views[: len(cands.item_ids)], views[len(cands.item_ids):]
 
 
+def item_columns(items: Sequence[ItemView], n: int, fi: int) -> tuple[np.ndarray, list[list[str]]]:
+    """The candidates' item features [n, fi] (NaN rows for items the store lacks or holds under other
+    features: missing to LightGBM) and category lists. An ItemBatch gives its columns as fetched."""
+    if isinstance(items, ItemBatch) and items.values.shape == (n, fi):
+        values = np.where(items.found[:, None], items.values, np.float32(np.nan)).astype(np.float32, copy=False)
+        return values, items.categories
+    if n and all(it.found and len(it.values) == fi for it in items):
+        values = np.stack([it.values for it in items]).astype(np.float32, copy=False).reshape(n, fi)
+    else:
+        values = np.full((n, fi), np.nan, dtype=np.float32)
+        for i, it in enumerate(items):
+            if it.found and len(it.values) == fi:
+                values[i] = it.values
+    return values, [it.categories for it in items]
+
+
 def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, item_feature_names: list[str],
                     items: list[ItemView], history: list[ItemView],
                     cand_emb: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -47,13 +73,7 @@ def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, i
     candidates' unit embeddings when the caller already looked them up."""
     n = len(cands.item_ids)
     fi = len(item_feature_names)
-    if n and all(it.found and len(it.values) == fi for it in items):
-        item_values = np.stack([it.values for it in items]).astype(np.float32, copy=False).reshape(n, fi)
-    else:  # rows of items the store lacks (or holds under other features) stay NaN: missing to LightGBM
-        item_values = np.full((n, fi), np.nan, dtype=np.float32)
-        for i, it in enumerate(items):
-            if it.found and len(it.values) == fi:
-                item_values[i] = it.values
+    item_values, item_categories = item_columns(items, n, fi)
     hist_ids = [h.item_id for h in history]
     hist_emb = None
     if hist_ids:
@@ -71,7 +91,7 @@ def feature_columns(emb: ItemEmbeddings, user: UserView, cands: CandidateList, i
         candidate_scores=cands.scores,
         item_feature_names=item_feature_names,
         item_values=item_values,
-        item_categories=[it.categories for it in items],
+        item_categories=item_categories,
         item_embeddings=emb.lookup(cands.item_ids) if cand_emb is None else cand_emb,
     )
     return assemble(inputs)

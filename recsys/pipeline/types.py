@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -39,6 +40,37 @@ class ItemView:
     values: np.ndarray
     categories: list[str]
     title: str
+
+
+class ItemBatch(Sequence[ItemView]):
+    """Item views held as columns (what feature_svc answers with): featurize reads the value matrix and the
+    category lists at once, and an ItemView is built only for the items a later stage looks at."""
+
+    def __init__(self, item_ids: list[str], found: np.ndarray, values: np.ndarray, categories: list[list[str]],
+                 titles: list[str]):
+        n = len(item_ids)
+        if not (len(found) == len(values) == len(categories) == len(titles) == n):
+            raise ValueError(f"item columns of unequal lengths: {n} ids, {len(found)} found, {len(values)} values, "
+                             f"{len(categories)} categories, {len(titles)} titles")
+        self.item_ids = item_ids
+        self.found = found                # bool [n]
+        self.values = values              # float32 [n, F]
+        self.categories = categories
+        self.titles = titles
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @overload
+    def __getitem__(self, i: int) -> ItemView: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ItemBatch: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ItemBatch(self.item_ids[i], self.found[i], self.values[i], self.categories[i], self.titles[i])
+        return ItemView(self.item_ids[i], bool(self.found[i]), self.values[i], self.categories[i], self.titles[i])
 
 
 @dataclass

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 from grpc import aio
 
-from recsys.pipeline.types import CandidateList, ItemView, UserView
+from recsys.pipeline.types import CandidateList, ItemBatch, UserView
 from recsys.rpc.request_id import outgoing_metadata
 from recsys.rpc.retry import INTERNAL_SERVICES, retry_options
 from recsys.rpc.tls import ChannelCertificates
@@ -124,7 +124,7 @@ class RemoteFeatureSource:
         values = np.asarray(u.values, dtype=np.float32) if u.found else np.full(len(names), np.nan, np.float32)
         return UserView(user_id, u.found, names, values, list(u.history), dict(u.attributes))
 
-    async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], list[ItemView]]:
+    async def get_items(self, item_ids: list[str], version: str = "") -> tuple[list[str], ItemBatch]:
         try:
             with client_span("/recsys.v1.FeatureStore/GetItemFeatures"):
                 resp = await self.ch.features.GetItemFeatures(
@@ -135,7 +135,7 @@ class RemoteFeatureSource:
         return item_views(resp, item_ids)
 
 
-def item_views(resp: features_pb2.GetItemFeaturesResponse, item_ids: list[str]) -> tuple[list[str], list[ItemView]]:
+def item_views(resp: features_pb2.GetItemFeaturesResponse, item_ids: list[str]) -> tuple[list[str], ItemBatch]:
     """(feature names, a view per requested item) from either form of the answer: the packed one
     (values as float32 bytes, ids not echoed) or the plain one a server before `packed` sends."""
     names = list(resp.feature_names)
@@ -148,10 +148,11 @@ def item_views(resp: features_pb2.GetItemFeaturesResponse, item_ids: list[str]) 
         values = np.frombuffer(resp.values_le32, dtype="<f4").astype(np.float32).reshape(n, len(names))
     else:
         values = np.asarray(resp.values, dtype=np.float32).reshape(n, len(names))
+    found = np.fromiter(resp.found, dtype=bool, count=len(resp.found))
     bounds = np.concatenate([[0], np.cumsum(np.asarray(resp.category_counts, dtype=np.int64))]).tolist()
     cats = list(resp.categories)
-    views = [ItemView(item_id, found, values[i], cats[bounds[i]:bounds[i + 1]], title)
-             for i, (item_id, found, title) in enumerate(zip(item_ids, resp.found, resp.titles, strict=True))]
+    views = ItemBatch(item_ids, found, values, [cats[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+                      list(resp.titles))
     return names, views
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from recsys.pipeline import stages
 from recsys.pipeline.model import ItemEmbeddings
-from recsys.pipeline.types import CandidateList, ItemView, UserView
+from recsys.pipeline.types import CandidateList, ItemBatch, ItemView, UserView
 from recsys.ranking.features import category_affinity
 
 
@@ -60,15 +60,21 @@ def test_embedding_lookup_matches_the_per_row_reference():
     assert np.array_equal(empty.lookup(["x", "y"]), np.zeros((2, 8), np.float32))
 
 
+@pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("missing", [False, True])
-def test_feature_columns_match_the_reference_row_copy(missing):
-    """Item values are stacked at once when every item is found; otherwise the row-by-row path runs: both
-    give the matrix the old per-row copy gave (NaN rows for unknown items)."""
+def test_feature_columns_match_the_reference_row_copy(missing, batch):
+    """Item values are read as columns from an ItemBatch (what the ranker fetches), stacked at once from a
+    list when every item is found, row by row otherwise: all give the matrix the old per-row copy gave (NaN
+    rows for unknown items, whatever values the answer held for them)."""
     rng = np.random.default_rng(1)
     n, names = 200, ["item_popularity_rel", "item_n_interactions", "item_mean_ts"]
     values = rng.random((n, len(names))).astype(np.float32)
     items = [ItemView(f"i{j}", not (missing and j % 7 == 0), values[j], cats, "")
              for j, cats in enumerate(_categories(rng, n))]
+    if batch:
+        items = ItemBatch([it.item_id for it in items], np.array([it.found for it in items]), values,
+                          [it.categories for it in items], ["" for _ in items])
+        assert [it.found for it in items[:10]] == [not (missing and j % 7 == 0) for j in range(10)]
     cands = CandidateList(item_ids=[f"i{j}" for j in range(n)], score_names=["als_score"],
                           scores=rng.random((n, 1)).astype(np.float32), source_masks=np.ones(n, np.uint64),
                           source_vocab=["als"])
@@ -78,9 +84,20 @@ def test_feature_columns_match_the_reference_row_copy(missing):
     ref = np.full((n, len(names)), np.nan, np.float32)
     for i, it in enumerate(items):
         if it.found:
-            ref[i] = it.values
+            ref[i] = values[i]
     for j, name in enumerate(names):
         np.testing.assert_array_equal(cols[name], ref[:, j])
     want_sum, want_max = _reference_affinity([it.categories for it in items[:2]], [it.categories for it in items])
     assert np.array_equal(cols["category_affinity"], want_sum)
     assert np.array_equal(cols["category_affinity_max"], want_max)
+
+
+def test_item_batch_views_and_slices_and_refuses_unequal_columns():
+    values = np.arange(6, dtype=np.float32).reshape(3, 2)
+    batch = ItemBatch(["a", "b", "c"], np.array([True, False, True]), values, [["x"], [], ["y", "z"]], ["A", "", "C"])
+    assert [v.item_id for v in batch] == ["a", "b", "c"] and len(batch[1:]) == 2
+    view = batch[-1]
+    assert view.found and view.title == "C" and view.categories == ["y", "z"] and view.values.tolist() == [4.0, 5.0]
+    assert isinstance(batch[:2], ItemBatch) and batch[:2].titles == ["A", ""]
+    with pytest.raises(ValueError, match="unequal lengths"):
+        ItemBatch(["a"], np.array([True, True]), values[:2], [[], []], ["", ""])
