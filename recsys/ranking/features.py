@@ -107,9 +107,11 @@ def category_affinity(history_categories: list[list[str]],
 
 def to_matrix(cols: dict[str, np.ndarray], feature_names: list[str], n: int) -> np.ndarray:
     """The model's input matrix: its features in its order, NaN for any the request lacks."""
-    out = np.full((n, len(feature_names)), np.nan, dtype=np.float32)
+    # filled a feature at a time into contiguous rows of the transpose (a strided column write per feature
+    # cost more than the one copy back to row-major order)
+    out = np.full((len(feature_names), n), np.nan, dtype=np.float32)
     for j, name in enumerate(feature_names):
         col = cols.get(name)
         if col is not None:
-            out[:, j] = col
-    return out
+            out[j] = col
+    return np.ascontiguousarray(out.T)

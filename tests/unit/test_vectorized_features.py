@@ -10,7 +10,7 @@ import pytest
 from recsys.pipeline import stages
 from recsys.pipeline.model import ItemEmbeddings
 from recsys.pipeline.types import CandidateList, ItemBatch, ItemView, UserView
-from recsys.ranking.features import category_affinity
+from recsys.ranking.features import category_affinity, to_matrix
 
 
 def _reference_affinity(history_categories, item_categories):
@@ -101,3 +101,16 @@ def test_item_batch_views_and_slices_and_refuses_unequal_columns():
     assert isinstance(batch[:2], ItemBatch) and batch[:2].titles == ["A", ""]
     with pytest.raises(ValueError, match="unequal lengths"):
         ItemBatch(["a"], np.array([True, True]), values[:2], [[], []], ["", ""])
+
+
+def test_to_matrix_matches_the_column_by_column_reference():
+    rng = np.random.default_rng(4)
+    names = [f"f{j}" for j in range(12)]
+    cols = {f"f{j}": rng.random(50).astype(np.float32 if j % 3 else np.float64) for j in range(0, 12, 2)}
+    ref = np.full((50, len(names)), np.nan, np.float32)
+    for j, name in enumerate(names):
+        if name in cols:
+            ref[:, j] = cols[name]
+    got = to_matrix(cols, names, 50)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref)
