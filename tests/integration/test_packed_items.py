@@ -132,3 +132,14 @@ def test_the_size_limit_stops_at_the_same_entry_as_charging_items_one_by_one(pac
             pb.GetItemFeaturesRequest(item_ids=ids, packed=packed), timeout=10)
     assert got.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert got.value.details() == str(want.value)
+
+
+def test_bad_ids_are_refused_naming_the_first_one():
+    with FeatureServer() as srv, grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        stub = features_pb2_grpc.FeatureStoreStub(channel)
+        for ids, index in ((["item-1", "", "x" * 600], 1), (["item-1", "item-2", "x" * 513], 2)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetItemFeatures(pb.GetItemFeaturesRequest(item_ids=ids, packed=True), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == f"item_ids[{index}] must be a non-empty id of at most 512 characters"
+        assert len(stub.GetItemFeatures(pb.GetItemFeaturesRequest(item_ids=["x" * 512]), timeout=10).found) == 1
