@@ -41,8 +41,7 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
     for name in inp.relative_score_names:
         col = cols.get(name)
         if col is not None and n and np.isfinite(col).any():
-            top = np.nanmax(col)
-            mu, sd = np.nanmean(col), np.nanstd(col)
+            top, mu, sd = nan_max_mean_std(col)
             cols[f"{name}_of_max"] = col / top if top > 0 else np.full(n, np.nan, np.float32)
             cols[f"{name}_z"] = (col - mu) / sd if sd > 0 else np.zeros(n, np.float32)
     for j, name in enumerate(inp.item_feature_names):
@@ -79,6 +78,23 @@ def assemble(inp: RankingInputs) -> dict[str, np.ndarray]:
     else:
         cols["embedding_similarity"] = np.full(n, np.nan, dtype=np.float32)
     return cols
+
+
+def nan_max_mean_std(col: np.ndarray) -> tuple[np.floating, np.floating, np.floating]:
+    """np.nanmax, np.nanmean and np.nanstd of a column with at least one non-NaN value: for a float32 column
+    the same operations in the same order as numpy's nan functions (so the same bits; a test compares them
+    on thousands of columns), without their per-call overhead (a third of featurize's time, 5 columns)."""
+    if col.dtype != np.float32 or col.ndim != 1:
+        return np.nanmax(col), np.nanmean(col), np.nanstd(col)
+    mask = np.isnan(col)
+    arr = col.copy()
+    np.copyto(arr, 0, where=mask)
+    cnt = np.intp(np.add.reduce(~mask, dtype=np.intp))
+    mean = np.float32(np.add.reduce(arr) / cnt)  # numpy: a.dtype.type(a / b), in float64
+    np.subtract(arr, mean, out=arr)
+    np.copyto(arr, 0, where=mask)
+    var = np.float32(np.add.reduce(np.multiply(arr, arr, out=arr)) / cnt)
+    return np.fmax.reduce(col), mean, np.float32(np.sqrt(var))
 
 
 def category_affinity(history_categories: list[list[str]],

@@ -10,7 +10,7 @@ import pytest
 from recsys.pipeline import stages
 from recsys.pipeline.model import ItemEmbeddings
 from recsys.pipeline.types import CandidateList, ItemBatch, ItemView, UserView
-from recsys.ranking.features import category_affinity, to_matrix
+from recsys.ranking.features import category_affinity, nan_max_mean_std, to_matrix
 
 
 def _reference_affinity(history_categories, item_categories):
@@ -114,3 +114,35 @@ def test_to_matrix_matches_the_column_by_column_reference():
     got = to_matrix(cols, names, 50)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, ref)
+
+
+def test_nan_stats_give_numpys_bits():
+    """The relative-score statistics equal np.nanmax, np.nanmean and np.nanstd to the bit (and type) on
+    columns with NaNs, infinities, constant values and scales from 1e-4 to 1e7."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for t in range(3000):
+        n = int(rng.integers(1, 700))
+        scale = 10.0 ** rng.uniform(-4, 7)
+        col = (rng.normal(size=n) * scale + rng.normal() * scale).astype(np.float32)
+        kind = t % 5
+        if kind == 1:
+            col[rng.random(n) < rng.uniform(0, 0.99)] = np.nan
+        elif kind == 2:
+            col[:] = np.float32(rng.normal())
+        elif kind == 3:
+            col[rng.random(n) < 0.05] = np.inf
+        elif kind == 4:
+            col = rng.exponential(size=n).astype(np.float32)
+            col[rng.random(n) < 0.3] = np.nan
+        if not np.isfinite(col).any():
+            continue
+        with np.errstate(all="ignore"):
+            want = (np.nanmax(col), np.nanmean(col), np.nanstd(col))
+            got = nan_max_mean_std(col)
+        for g, w in zip(got, want, strict=True):
+            assert type(g) is type(w)
+            assert np.array_equal(np.asarray(g), np.asarray(w), equal_nan=True), (t, g, w)
+            assert np.isnan(w) or np.asarray(g).view(np.int32) == np.asarray(w).view(np.int32)
+        checked += 1
+    assert checked > 2500
