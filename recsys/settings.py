@@ -79,7 +79,8 @@ _DEFS = [
     Setting("max_title_len", 1000, "longest item title in an item upsert", R, (0, 10_000_000)),
     Setting("max_categories", 100, "most categories of an item upsert", R, (0, 1_000_000)),
     Setting("max_category_len", 200, "longest category name of an item upsert", R, (1, 1_000_000)),
-    Setting("index", "exact", "ANN index: exact, hnsw or ivf (FAISS), or pruned (exact; reads only the items long enough to enter the top n)", C),
+    Setting("index", "exact", "ANN index: exact, hnsw or ivf (FAISS), or pruned (exact; reads only the items "
+            "long enough to enter the top n)", C),
     Setting("n_candidates", N_CANDIDATES, "candidates retrieved per request (candidate_svc: when the request "
             "asks for 0)", C + R, (1, 100_000)),
     Setting("max_n", 5000, "largest number of candidates a request may ask for", C, (1, 1_000_000)),
