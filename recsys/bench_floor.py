@@ -14,6 +14,7 @@ server-side handling time, scraped before and after; the floor's own stage timin
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ class Floor:
                                   FeatureTables.load(Path(bundle) / "features"), model, cfg,
                                   GeneratorConfig(n=cfg.n_candidates, index=index, history_window=cfg.history_window))
         self.load_s = time.perf_counter() - t0
+        gc.collect()
+        gc.freeze()  # as the services do once loaded (recsys/rpc/host.py): the collector skips the bundle
         self.loop = asyncio.new_event_loop()
 
     def block(self, users: Sequence[str], n_candidates: int, k: int = 10
