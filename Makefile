@@ -44,7 +44,7 @@ $(VENV)/.installed-ncf: $(VENV)/.installed
 test: install $(VENV)/.installed-ncf sysdeps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=20
 
 lint: install
 	$(VENV)/bin/ruff check .
