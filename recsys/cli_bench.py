@@ -19,9 +19,11 @@ def _counts(text: str) -> list[int]:
 
 
 def _indexes(text: str) -> list[str]:
+    from recsys.retrieval.ann import INDEX_KINDS
+
     kinds = [x.strip() for x in text.split(",") if x.strip()]
-    if not kinds or any(k not in ("exact", "hnsw", "ivf") for k in kinds):
-        raise argparse.ArgumentTypeError(f"index kinds are exact, hnsw, ivf (comma-separated), got {text!r}")
+    if not kinds or any(k not in INDEX_KINDS for k in kinds):
+        raise argparse.ArgumentTypeError(f"index kinds are {', '.join(INDEX_KINDS)} (comma-separated), got {text!r}")
     return kinds
 
 
