@@ -135,9 +135,11 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         production["tracing"] = tracing_cost(bundle, users, rng, console)
     ann: dict = {}
     if args.ann_items:
-        from recsys.bench_ann import ann_quality
+        from recsys.bench_ann import ann_quality, learned_factors
 
         ann = ann_quality(args.ann_items, console=console)
+        # the same figure on the vectors the services index: the bundle's learned item factors
+        ann["learned"] = ann_quality(items=learned_factors(bundle), vectors=f"learned ({bundle.name})", console=console)
     scale: dict = {}
     if getattr(args, "scale", False):
         from recsys.bench_scale_report import print_scale
@@ -195,6 +197,7 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
         from recsys.bench_ann import print_ann
 
         print_ann(ann, console)
+        print_ann(ann["learned"], console)
     Path(args.json).write_text(json.dumps(result, indent=1))
     console.print(f"wrote {args.json}")
     return 0 if single["errors"] == 0 and load["errors"] == 0 else 1
