@@ -5,7 +5,6 @@ in-process pipeline reads from the store itself; the size limit trips at the sam
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import grpc
 import numpy as np
@@ -14,13 +13,13 @@ import pytest
 from feature_svc.server import ITEM_CHUNK, FeatureStoreServicer
 from recsys.feature_tables import FeatureTables
 from recsys.pipeline.local import LocalFeatureSource
-from recsys.rpc.admission import ServerLimits
 from recsys.rpc.limits import ResponseBudget, strings_size
 from recsys.rpc.remote import Channels, RemoteFeatureSource, item_views
-from recsys.rpc.server import Server
 from recsys.storage import EmbeddedStorage
 from recsys.v1 import features_pb2 as pb
 from recsys.v1 import features_pb2_grpc
+
+from .inprocess_server import InProcessServer
 
 pytestmark = pytest.mark.integration
 N_ITEMS = 1500
@@ -38,7 +37,7 @@ def _tables() -> FeatureTables:
         item_titles=[f"Title {k} – naïve" if k % 5 else "" for k in range(N_ITEMS)], created_at=1.7e9)
 
 
-class FeatureServer:
+class FeatureServer(InProcessServer):
     """feature_svc's servicer on a loopback port, in a thread with its own event loop."""
 
     def __init__(self, max_message_bytes: int = 4 * 1024 * 1024):
@@ -46,25 +45,8 @@ class FeatureServer:
         self.storage.load(_tables())
         self.servicer = FeatureStoreServicer(max_message_bytes=max_message_bytes)
         self.servicer.versions.add("", self.storage)
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.server = Server("127.0.0.1", 0, limits=ServerLimits(drain_grace_s=0.1))
-        self.server.add(features_pb2_grpc.add_FeatureStoreServicer_to_server, self.servicer, "recsys.v1.FeatureStore")
-        self.port = await self.server.start()
-        self._ready.set()
-        await self.server.serve()
-
-    def __enter__(self) -> FeatureServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.server.stop)
-        self._thread.join(10)
+        super().__init__(lambda server: server.add(features_pb2_grpc.add_FeatureStoreServicer_to_server,
+                                                   self.servicer, "recsys.v1.FeatureStore"))
 
 
 def _ids(n: int = 1200, seed: int = 0) -> list[str]:

@@ -8,8 +8,6 @@ is UNAVAILABLE), hosted in this process so the attempts each one received are re
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -19,41 +17,15 @@ from feature_svc.server import FeatureStoreServicer
 from ranker_svc.server import RecommenderServicer
 from ranker_svc.settings import RankerSettings
 from recsys.client import RecommenderClient
-from recsys.rpc.admission import ServerLimits
 from recsys.rpc.remote import Channels, DependencyError, RemoteFeatureSource
 from recsys.rpc.retry import DEFAULT_POLICY
 from recsys.rpc.server import Server
 from recsys.v1 import features_pb2_grpc, recommender_pb2_grpc
 
+from .inprocess_server import InProcessServer
+
 pytestmark = pytest.mark.integration
 BUDGET = DEFAULT_POLICY.max_tokens // 2  # retries an outage can cost at most, over all calls
-
-
-class InProcessServer:
-    """A recsys Server on loopback in a thread of its own (its own event loop)."""
-
-    def __init__(self, register: Callable[[Server], None]):
-        self.register = register
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.server = Server("127.0.0.1", 0, limits=ServerLimits(drain_grace_s=0.1))
-        self.register(self.server)
-        self.port = await self.server.start()
-        self._ready.set()
-        await self.server.serve()
-
-    def __enter__(self) -> InProcessServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.server.stop)
-        self._thread.join(10)
 
 
 def attempts(service: str, method: str) -> float:
