@@ -87,11 +87,11 @@ class NormPrunedIndex:
             return np.empty(0, np.float32), np.empty(0, np.int64), 0
         best_s = state.tail @ q
         best_i = state.tail_slots
+        read = len(best_s)  # the whole tail, before it is cut to the k best
         kth = -np.inf
         if len(best_s) >= k:
             best_s, best_i, kth = _top(best_s, best_i, k)
         q_norm = float(np.linalg.norm(q))
-        read = len(best_s)
         for b, longest in enumerate(state.block_max):
             if len(best_s) >= k and q_norm * float(longest) <= kth:
                 break  # no unread item can score above the k-th best

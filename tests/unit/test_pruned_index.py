@@ -73,6 +73,7 @@ def test_ids_are_slots_in_add_order_across_tail_and_resort():
     index.add(v[2000:2400])  # held in the tail, scanned in full
     assert len(index._state.tail) == 400
     _assert_same_top(index, v[:2400], q, 50)
+    assert index.rows_read(q[0], 50) >= 400  # the tail is always read whole
     index.add(v[2400:])  # the tail would pass 500: everything re-sorted
     assert len(index._state.tail) == 0 and index.ntotal == 3000
     _assert_same_top(index, v, q, 50)
