@@ -53,3 +53,23 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path) -> None:
     assert asyncio.run(run()) == 2
     users = [spb.StreamRecord.FromString(e.data).exposure.user_id for e in open_stream(url).scan()]
     assert users == ["u0", "u2"]  # u1 was forgotten while queued
+
+
+def test_a_burst_is_encoded_a_slice_per_turn_of_the_loop(tmp_path) -> None:
+    """Answers finishing together are encoded 32 at a time, with the loop free between slices."""
+    url = topic_url(f"file://{tmp_path / 'log'}", EXPOSURE_TOPIC)
+
+    async def run() -> list[int]:
+        log = ExposureLog(open_stream(url))
+        log.start()
+        for n in range(80):
+            log.record(rpb.RecommendRequest(user_id=f"u{n}", k=1), _answer(f"r{n}", "i1"))
+        seen = []
+        for _ in range(3):
+            await asyncio.sleep(0)
+            seen.append(len(log._queue))
+        await log.close()
+        return seen
+
+    assert asyncio.run(run()) == [32, 64, 80]
+    assert len(list(open_stream(url).scan())) == 80
