@@ -101,3 +101,28 @@ def test_two_processes_appending_never_lose_or_duplicate(tmp_path: Path) -> None
     assert sorted(shared) == sorted(f"shared-{k}".encode() for k in range(10))  # each key accepted once
     assert s.length() == 90 and len(_segments(tmp_path)) > 1
     assert all(s.before(a.id, b.id) for a, b in zip(entries, entries[1:], strict=False))
+
+
+def test_an_idle_blocking_read_backs_off_and_new_entries_restore_the_fast_poll(tmp_path: Path) -> None:
+    """Polls of the change marker: 10 ms apart while entries come, backing off to 50 ms once idle."""
+    from recsys.stream import disk_log
+
+    log = DiskLogStream(tmp_path / "log")
+    log.ensure_group("g", "begin")
+    polls = 0
+    marker = log._log.change_marker
+
+    def counted(segs):
+        nonlocal polls
+        polls += 1
+        return marker(segs)
+
+    log._log.change_marker = counted
+    t0 = time.monotonic()
+    assert log.read("g", "c", 10, block_s=0.4) == []
+    assert time.monotonic() - t0 >= 0.4
+    assert polls <= 12  # 10, 20, 40, then 50 ms apart (at a steady 10 ms it would be about 40)
+    assert log._poll_s == disk_log._IDLE_POLL_S
+    log.append([("k1", b"x")])
+    assert [e.data for e in log.read("g", "c", 10, block_s=0.4)] == [b"x"]
+    assert log._poll_s == disk_log._POLL_S
