@@ -21,6 +21,7 @@ from recsys.cli_simulate import add_command as add_simulate_command
 from recsys.cli_users import add_commands as add_user_commands
 from recsys.display import console, print_recommendations
 from recsys.display import load_dataset_or_exit as _load
+from recsys.retrieval import INDEX_KINDS
 
 # Every spec form recsys.data.spec.load_dataset accepts (kept here: importing recsys.data would load pandas).
 DATASET_HELP = (
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--reload-interval", type=float, default=5.0, help="seconds between registry checks")
     u.add_argument("--port", type=int, default=50051, help="port of the Recommend API")
     u.add_argument("--storage", default="embedded://", help="feature storage URL (embedded:// or redis://...)")
-    u.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf", "pruned"])
+    u.add_argument("--index", default="exact", choices=INDEX_KINDS)
     u.add_argument("--replicas", type=_positive_int, default=1,
                    help="processes per service (2 or more: SIGHUP restarts them in turn without a failed call)")
     u.add_argument("--stream", default="file://recsys-data/events",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from recsys.retrieval import INDEX_KINDS
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from recsys.bench import run_bench
@@ -19,8 +21,6 @@ def _counts(text: str) -> list[int]:
 
 
 def _indexes(text: str) -> list[str]:
-    from recsys.retrieval.ann import INDEX_KINDS
-
     kinds = [x.strip() for x in text.split(",") if x.strip()]
     if not kinds or any(k not in INDEX_KINDS for k in kinds):
         raise argparse.ArgumentTypeError(f"index kinds are {', '.join(INDEX_KINDS)} (comma-separated), got {text!r}")
@@ -41,7 +41,7 @@ def add_command(sub) -> None:
     b.add_argument("--requests", type=int, default=1000, help="sequential requests (single client)")
     b.add_argument("--concurrency", type=int, default=16, help="in-flight requests for the throughput run")
     b.add_argument("--duration", type=float, default=20.0, help="seconds of the throughput run")
-    b.add_argument("--index", default="exact", choices=["exact", "hnsw", "ivf", "pruned"])
+    b.add_argument("--index", default="exact", choices=INDEX_KINDS)
     b.add_argument("--json", default="bench.json")
     b.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure Feedback/Send ingestion, event-to-visible latency, the cache and exposures")
@@ -63,7 +63,7 @@ def add_command(sub) -> None:
     b.add_argument("--candidates", type=_counts, default=[25, 100, 300, 500],
                    help="candidate counts of the sweep (comma-separated; default 25,100,300,500)")
     b.add_argument("--sweep-index", type=_indexes, default=["exact", "hnsw"],
-                   help="index kinds of the sweep (comma-separated: exact, hnsw, ivf, pruned; default exact,hnsw)")
+                   help=f"index kinds of the sweep (comma-separated: {', '.join(INDEX_KINDS)}; default exact,hnsw)")
     b.add_argument("--sweep-requests", type=_positive, default=200,
                    help="requests per candidate count and per arm (cluster, floor, peer)")
     b.add_argument("--sweep-block", type=_positive, default=25, help="requests per interleaved block")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from recsys.retrieval import INDEX_KINDS
 from recsys.retrieval.pruned_index import NormPrunedIndex
-
-INDEX_KINDS = ("exact", "hnsw", "ivf", "pruned")
 
 
 def build_index(vectors: np.ndarray, kind: str = "exact", *, hnsw_m: int = 32, ef_search: int = 128,
