@@ -40,6 +40,22 @@ def test_validation_users_above_the_cap_are_a_recorded_sample(small_dataset, tmp
     assert 0.0 < meta.metrics["valid_ndcg@10"] <= 1.0
 
 
+def test_the_folds_share_one_item_row_map(small_dataset, tmp_path: Path, monkeypatch):
+    """Every fold holds the whole catalog: their embeddings share one item → row map (a million-entry dict at
+    1M items) instead of building one each."""
+    from recsys.training import trainer
+    from tests.conftest import small_train_config
+
+    folds = []
+    make_fold = trainer.make_fold
+    monkeypatch.setattr(trainer, "make_fold", lambda *a, **k: folds.append(make_fold(*a, **k)) or folds[-1])
+    cfg = replace(small_train_config(), select=[], ranker_folds=2, ann_indexes=["exact"])
+    train(small_dataset, tmp_path / "b", cfg, show_progress=False)
+    assert len(folds) == 2 and folds[0].emb.item_row is folds[1].emb.item_row
+    ids = folds[0].art.item_ids.tolist()
+    assert folds[0].emb.item_row == {x: i for i, x in enumerate(ids)}
+
+
 def test_max_valid_users_must_be_positive():
     with pytest.raises(ValueError, match="max_valid_users"):
         TrainConfig(max_valid_users=0)

@@ -29,11 +29,16 @@ class ItemEmbeddings:
     unit: np.ndarray                  # float32 [I, d]
 
     @classmethod
-    def from_factors(cls, item_ids: np.ndarray, factors: np.ndarray) -> ItemEmbeddings:
+    def from_factors(cls, item_ids: np.ndarray, factors: np.ndarray,
+                     item_row: dict[str, int] | None = None) -> ItemEmbeddings:
+        """`item_row`, when given, must map exactly `item_ids` to their rows: embeddings over one catalog
+        share it (never mutated: with_items copies), instead of a million-entry dict each."""
         emb = factors.astype(np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
-        return cls(item_row={x: i for i, x in enumerate(item_ids.tolist())}, unit=unit)
+        if item_row is None:
+            item_row = {x: i for i, x in enumerate(item_ids.tolist())}
+        return cls(item_row=item_row, unit=unit)
 
     def with_items(self, item_ids: list[str], factors: np.ndarray) -> ItemEmbeddings:
         """A copy that also knows `item_ids` (new rows; known ids get their row replaced). Assign it to

@@ -81,7 +81,8 @@ class Fold:
     labels: dict[str, set[str]]
 
 
-def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int) -> Fold:
+def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int, item_row: dict[str, int] | None = None) -> Fold:
+    """`item_row`: vocab.item_ids' rows, shared by the folds' embeddings (all folds hold the whole catalog)."""
     hist_df, label_df = holdout_by_user(ds.interactions, cfg.label_fraction, cfg.seed + fold)
     hist_ds = Dataset(hist_df.reset_index(drop=True), ds.items, ds.users, f"{ds.name}:history{fold}")
     art, tables, _ = build_stage1(hist_ds, cfg, vocab, content_map=False)
@@ -89,7 +90,8 @@ def make_fold(ds: Dataset, cfg: TrainConfig, vocab: Vocab, fold: int) -> Fold:
     storage.load(tables)
     gen = CandidateGenerator(art, GeneratorConfig(n=cfg.n_candidates, history_window=PipelineConfig().history_window))
     return Fold(art=art, tables=tables, storage=storage, gen=gen,
-                emb=ItemEmbeddings.from_factors(art.item_ids, art.item_factors),
+                emb=ItemEmbeddings.from_factors(art.item_ids, art.item_factors,
+                                                item_row if art.item_ids is vocab.item_ids else None),
                 labels={u: set(g) for u, g in label_df.groupby("user_id")["item_id"]})
 
 
@@ -198,8 +200,10 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         grid = cfg.grid_size(len(ds.interactions))
         cfg = replace(cfg, select_grid=grid)  # the searches read the resolved size (the bundle records it)
         cfg_hist, cfg_full = stage1_searches(len(ds.interactions), hist0, labels0, valid_users, vocab, cfg, sel, tick)
+        del hist0, label0  # copies of the interactions: each fold splits its own
         pipe = PipelineConfig(n_candidates=cfg.n_candidates, diversity_lambda=cfg.diversity_lambda)
-        folds = [make_fold(ds, cfg_hist, vocab, f) for f in range(max(1, cfg.ranker_folds))]
+        item_row = {x: i for i, x in enumerate(vocab.item_ids.tolist())}
+        folds = [make_fold(ds, cfg_hist, vocab, f, item_row) for f in range(max(1, cfg.ranker_folds))]
         main = folds[0]
         if cfg.searched("quotas"):
             with sel.timed("quotas"):
@@ -231,6 +235,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
         names = sorted({n for c in train_cols for n in c} - NOT_FEATURES - set(main.gen.relative_score_names))
         tr = _stack(train_cols, train_ys, names)
         va = _stack(valid_cols, valid_ys, names)
+        del train_cols, train_ys, valid_cols, valid_ys  # stacked into tr and va
         t = step("ranker_lists", t)
 
         if cfg.searched("trees"):
@@ -240,6 +245,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
                                                         min_data_in_leaf=sel.chosen["ranker.min_data_in_leaf"]))
         else:
             ranker = train_ranker(tr.x, tr.y, tr.groups, va.x, va.y, va.groups, names, cfg.ranker)
+        del tr, va  # the validation below runs the whole pipeline: these lists are done with
         t = step("ranker", t)
 
         # Whole-pipeline validation on held-out items of users the ranker never trained on.
@@ -270,7 +276,7 @@ def train(ds: Dataset, out: Path, cfg: TrainConfig, dataset_spec: str = "", pare
 
         # The folds' models (each an ANN index and a feature store of the whole catalog) are done with: free
         # them before the serving refit builds its own (the peak memory of a large catalog's training).
-        del folds, main, fold, stacks, stack, served, st
+        del folds, main, fold, stacks, stack, served, st, item_row
         art, tables, _ = build_stage1(ds, cfg_full, vocab)
         meta = BundleMetadata(
             version=version, created=time.time(), data_fingerprint=ds.fingerprint(), dataset=dataset_spec or ds.name,

@@ -271,6 +271,20 @@ def test_ranker_embeddings_take_new_items():
     assert np.allclose(emb.lookup(["b", "c"]), [[0, 1], [0, 0]])  # the original is untouched
 
 
+def test_embeddings_over_one_catalog_share_one_row_map():
+    """Training's folds pass one item → row map (a million entries at 1M items) instead of one each; growing
+    one fold's embeddings never writes into the shared map."""
+    ids = np.array(["a", "b"])
+    row = {"a": 0, "b": 1}
+    emb = ItemEmbeddings.from_factors(ids, np.array([[1, 0], [0, 2]], np.float32), row)
+    other = ItemEmbeddings.from_factors(ids, np.array([[0, 3], [4, 0]], np.float32), row)
+    assert emb.item_row is other.item_row is row
+    assert np.allclose(emb.lookup(["b", "a", "zz"]), ItemEmbeddings.from_factors(
+        ids, np.array([[1, 0], [0, 2]], np.float32)).lookup(["b", "a", "zz"]))
+    emb.with_items(["c"], np.array([[1, 1]], np.float32))
+    assert row == {"a": 0, "b": 1}
+
+
 def test_the_items_consumer_skims_a_long_batch_in_paced_chunks(art):
     """150 interactions around two upserts: decoded with a yield to requests every 64 records, and the
     upserts (the last of an id winning) added in one call."""
