@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace, console: Console, bundle: Path, users: list[s
     for name in ("tls", "tracing"):
         if name in production:
             console.print(f"{name}: " + json.dumps({k: v for k, v in production[name].items()
-                                                    if "cost" in k}),
+                                                    if "cost" in k or "noise" in k}),
                           highlight=False)
     if experiments:
         sh = experiments["shadow"]
