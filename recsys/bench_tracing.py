@@ -138,15 +138,15 @@ def tracing_cost(bundle: Path, users: list[str], rng: random.Random, console: Co
     far the twin lands from "off" (`noise_*`) is the spread any cost here must be read against."""
     extra = None if cache else _CACHE_OFF
     untraced = {"OTEL_TRACES_EXPORTER": "none"}
-    names = ["off", "off twin", "on", *([f"{ratio:.0%}"] if ratio is not None else [])]
-    lat: dict[str, list[float]] = {name: [] for name in names}
-    errors = dict.fromkeys(names, 0)
     per_set = max(1, rounds // sets)
     with SinkProcess() as sink:
         arms = {"off": untraced, "off twin": untraced, "on": sink.env(tag="on")}
         if ratio is not None:
             arms[f"{ratio:.0%}"] = sink.env("parentbased_traceidratio", f"{ratio:.0%}") | {
                 "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+        names = list(arms)
+        lat: dict[str, list[float]] = {name: [] for name in names}
+        errors = dict.fromkeys(names, 0)
         for k in range(sets):
             with contextlib.ExitStack() as clusters:
                 with console.status(f"tracing cost: set {k + 1}/{sets}, starting {len(arms)} clusters"):
