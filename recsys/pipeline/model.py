@@ -9,12 +9,14 @@ the new items' vectors too (the ones CandidateGenerator.add_items placed them at
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recsys.bundle import BundleError, read_metadata, verify_bundle
+from recsys.id_index import IdIndex
 from recsys.pipeline.config import PipelineConfig
 from recsys.ranking.model import RankerModel
 
@@ -56,14 +58,18 @@ class ItemEmbeddings:
             row.update({x: len(self.unit) + j for j, x in enumerate(fresh)})
         return ItemEmbeddings(item_row=row, unit=unit)
 
+    @cached_property
+    def index(self) -> IdIndex:
+        """`item_row` for batches (recsys/id_index.py); built on first use, ServingModel.load builds it."""
+        return IdIndex(list(self.item_row), np.fromiter(self.item_row.values(), dtype=np.intp,
+                                                         count=len(self.item_row)))
+
     def lookup(self, item_ids: list[str]) -> np.ndarray:
         """Unit embeddings of the items (zero rows for items the model does not know)."""
         if not len(item_ids) or not len(self.unit):
             return np.zeros((len(item_ids), self.unit.shape[1]), dtype=np.float32)
-        # one gather instead of a row copy per id (hundreds per request)
-        get = self.item_row.get
-        rows = np.fromiter((get(x, -1) for x in item_ids), dtype=np.intp, count=len(item_ids))
-        out = self.unit[np.maximum(rows, 0)]
+        rows = self.index.rows(item_ids)
+        out = self.unit[np.maximum(rows, 0)]  # one gather instead of a row copy per id (hundreds per request)
         out[rows < 0] = 0.0
         return out
 
@@ -111,6 +117,8 @@ class ServingModel:
             raise BundleError(f"{bundle_dir}: params.serving_defaults: {exc}") from exc
         if compile_trees:
             ranker.compile()
+        embeddings = ItemEmbeddings.from_factors(ids, emb)
+        _ = embeddings.index  # built with the bundle, not on its first request
         return cls(version=meta.version, created=meta.created, ranker=ranker, popular=popular, defaults=dict(defaults),
-                   embeddings=ItemEmbeddings.from_factors(ids, emb),
+                   embeddings=embeddings,
                    metrics={k: float(v) for k, v in meta.metrics.items() if isinstance(v, int | float)})

@@ -14,7 +14,7 @@ import numpy as np
 
 from recsys.pipeline import stages
 from recsys.pipeline.config import PipelineConfig
-from recsys.pipeline.types import ItemView, UserView
+from recsys.pipeline.types import ItemView, UserView, categories_of
 from recsys.ranking.calibrated import calibrated
 from recsys.ranking.category_caps import capped
 from recsys.ranking.exposure import exposure_rerank
@@ -58,7 +58,7 @@ def diversify(prep: Prepared, keep: np.ndarray, k: int, lam: float, cfg: Pipelin
     if not len(top):
         return top
     rel = np.asarray(prep.scores[top], dtype=np.float64)
-    cats = [prep.items[i].categories for i in top]
+    cats = categories_of(prep.items, top)
     if cfg.reranker == "calibrated":
         idx = calibrated(_unit(rel), k, cfg.calibration_lambda, cats, prep.history_categories)
     elif cfg.reranker == "category_caps":

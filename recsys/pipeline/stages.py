@@ -17,6 +17,7 @@ from recsys.pipeline.types import (
     ItemView,
     RankedItem,
     UserView,
+    categories_of,
 )
 from recsys.ranking.features import RankingInputs, assemble, to_matrix
 from recsys.ranking.mmr import mmr, similarity_matrix
@@ -127,7 +128,7 @@ def diversify(cand_emb: np.ndarray, items: list[ItemView], scores: np.ndarray, k
     top = top_k(scores, keep, max(pool, k))
     if lam >= 1.0:
         return top[:k]
-    sim = similarity_matrix(cand_emb[top], [items[i].categories for i in top])
+    sim = similarity_matrix(cand_emb[top], categories_of(items, top))
     return top[mmr(scores[top], k, lam, sim)]
 
 
@@ -180,9 +181,10 @@ def explain(model: ServingModel, x: np.ndarray, rows: np.ndarray, top: int = 8) 
 def build_items(cands: CandidateList, items: list[ItemView], scores: np.ndarray, order: np.ndarray,
                 contributions: list[list[tuple[str, float, float]]] | None) -> list[RankedItem]:
     out = []
-    for pos, i in enumerate(order.tolist()):
+    rows = order.tolist()
+    for pos, (i, sources) in enumerate(zip(rows, cands.sources_at(rows), strict=True)):
         it = items[i]
-        out.append(RankedItem(item_id=cands.item_ids[i], score=float(scores[i]), sources=cands.sources[i],
+        out.append(RankedItem(item_id=cands.item_ids[i], score=float(scores[i]), sources=sources,
                               title=it.title, categories=list(it.categories),
                               contributions=contributions[pos] if contributions else []))
     return out

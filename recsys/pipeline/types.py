@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Protocol, overload
 
 import numpy as np
@@ -73,6 +72,14 @@ class ItemBatch(Sequence[ItemView]):
         return ItemView(self.item_ids[i], bool(self.found[i]), self.values[i], self.categories[i], self.titles[i])
 
 
+def categories_of(items: Sequence[ItemView], rows: np.ndarray) -> list[list[str]]:
+    """The category lists of the given rows; read from an ItemBatch's column, without a view per item."""
+    if isinstance(items, ItemBatch):
+        cats = items.categories
+        return [cats[i] for i in rows.tolist()]
+    return [items[i].categories for i in rows.tolist()]
+
+
 @dataclass
 class CandidateList:
     item_ids: list[str]
@@ -84,14 +91,15 @@ class CandidateList:
     relative_score_names: list[str] = field(default_factory=list)  # see RetrieveResponse
     fresh_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # added at run time
 
-    @cached_property
-    def sources(self) -> list[list[str]]:
-        """Source names per candidate."""
-        names = {}
+    def sources_at(self, rows: Iterable[int]) -> list[list[str]]:
+        """Source names of the given candidates only: a list shows k of hundreds."""
+        names: dict[int, list[str]] = {}
         out = []
-        for m in self.source_masks.tolist():
+        masks = self.source_masks
+        for i in rows:
+            m = int(masks[i])
             if m not in names:
-                names[m] = [s for i, s in enumerate(self.source_vocab) if m >> i & 1]
+                names[m] = [s for b, s in enumerate(self.source_vocab) if m >> b & 1]
             out.append(names[m])
         return out
 

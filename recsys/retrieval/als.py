@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys.arrays import unique_ints
+
 
 @dataclass(frozen=True)
 class ALSParams:
@@ -73,7 +75,7 @@ class FoldIn:
         """The user's vector for item indices `history` (zeros when empty)."""
         if len(history) == 0:
             return np.zeros(self.item_factors.shape[1], dtype=np.float32)
-        y = self.item_factors[np.unique(history)].astype(np.float64)
+        y = self.item_factors[unique_ints(history)].astype(np.float64)
         a = self.base + self.alpha * (y.T @ y)
         b = (1.0 + self.alpha) * y.sum(axis=0)
         return np.linalg.solve(a, b).astype(np.float32)

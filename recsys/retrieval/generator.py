@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from recsys.arrays import unique_ints
 from recsys.retrieval.artifacts import RetrievalArtifacts
 from recsys.retrieval.content_map import ItemVectorizer
 from recsys.retrieval.growth import NewItem, grow
@@ -182,7 +183,7 @@ class CandidateGenerator:
                   user_id: str = "") -> Candidates:
         n = n or self.config.n
         parts = [a for a in (exclude, None if include_seen else history) if a is not None and len(a)]
-        banned = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+        banned = unique_ints(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
         # Deep enough to survive the filtering of seen/excluded items, but bounded: a user with tens of
         # thousands of seen items must not turn every request into a catalog-sized search.
         req = SourceRequest(history=history, recent=history[-self.config.history_window:],
@@ -227,7 +228,7 @@ class CandidateGenerator:
             codes, size = lists, n_items
             banned_codes = banned
         else:
-            universe = np.unique(np.concatenate(present)) if present else np.zeros(0, np.int64)
+            universe = unique_ints(np.concatenate(present)) if present else np.zeros(0, np.int64)
             codes = [None if lst is None else np.searchsorted(universe, lst) for lst in lists]
             size = len(universe)
             at = np.searchsorted(universe, banned).clip(0, max(size - 1, 0))

@@ -166,16 +166,26 @@ class RemoteCandidateSource:
                        quotas: dict[str, float] | None = None) -> CandidateList:
         req = candidates_pb2.RetrieveRequest(user_id=user_id, history=history, exclude_item_ids=exclude, n=n,
                                              user_attributes=attributes, include_seen=include_seen,
-                                             model_version=version, source_quotas=quotas or {})
+                                             model_version=version, source_quotas=quotas or {}, packed=True)
         try:
             with client_span("/recsys.v1.CandidateRetriever/Retrieve"):
                 resp = await self.ch.candidates.Retrieve(req, timeout=self.timeout(), metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise DependencyError("candidate_svc", self.ch.candidate_addr, exc) from exc
         names = list(resp.score_names)
-        scores = np.asarray(resp.scores, dtype=np.float32).reshape(len(resp.item_ids), len(names))
+        scores = retrieved_scores(resp, len(names))
         return CandidateList(item_ids=list(resp.item_ids), score_names=names, scores=scores,
                              source_masks=np.asarray(resp.source_masks, dtype=np.uint64),
                              source_vocab=list(resp.source_names), model_version=resp.model_version,
                              relative_score_names=list(resp.relative_score_names),
                              fresh_rows=np.asarray(resp.fresh_rows, dtype=np.int64))
+
+
+def retrieved_scores(resp: candidates_pb2.RetrieveResponse, n_names: int) -> np.ndarray:
+    """The [items x score names] float32 matrix of either form of the answer (packed bytes or plain floats)."""
+    n = len(resp.item_ids)
+    if resp.scores_le32:
+        if len(resp.scores_le32) != 4 * n * n_names:
+            raise ValueError(f"candidate_svc answered {len(resp.scores_le32)} score bytes for {n} x {n_names}")
+        return np.frombuffer(resp.scores_le32, dtype="<f4").astype(np.float32).reshape(n, n_names)
+    return np.asarray(resp.scores, dtype=np.float32).reshape(n, n_names)

@@ -181,15 +181,28 @@ def accumulate(table: sp.csr_matrix, recent: np.ndarray, n_items: int) -> tuple[
     them. Large catalogs (more than SPARSE_ACCUMULATE_RATIO items per entry): the entries are sorted instead,
     so a request costs what its history reaches, not what the catalog holds. Both sum each item's weights
     in entry order in float64, so they give the same result."""
-    rows = table[recent]
-    if rows.nnz * SPARSE_ACCUMULATE_RATIO < n_items:
-        reached, inverse = np.unique(rows.indices, return_inverse=True)
-        acc = np.bincount(inverse, weights=rows.data, minlength=len(reached))
+    indices, data = row_entries(table, recent)
+    if len(indices) * SPARSE_ACCUMULATE_RATIO < n_items:
+        reached, inverse = np.unique(indices, return_inverse=True)
+        acc = np.bincount(inverse, weights=data, minlength=len(reached))
         keep = acc != 0
         return reached[keep].astype(np.int64), acc[keep].astype(np.float32)
-    acc = np.bincount(rows.indices, weights=rows.data, minlength=n_items)
+    acc = np.bincount(indices, weights=data, minlength=n_items)
     items = np.flatnonzero(acc)
     return items, acc[items].astype(np.float32)
+
+
+def row_entries(table: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(column indices, values) of the given rows' entries, row after row: what `table[rows]` holds, without
+    scipy's per-call checks and matrix construction (half the cost for a request's history)."""
+    rows = np.asarray(rows, dtype=np.intp)
+    starts = table.indptr[rows]
+    lengths = table.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return table.indices[:0], table.data[:0]
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    return table.indices[offsets], table.data[offsets]
 
 
 def unknown_if_added(col: np.ndarray, items: np.ndarray, catalog: Catalog) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The request path's array and id helpers give exactly what the plain numpy and dict versions give."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import recsys.id_index as id_index
+from recsys.arrays import unique_ints
+from recsys.id_index import IdIndex
+from recsys.ranking.calibrated import calibrated, category_distributions, category_vocab
+from recsys.retrieval.sources.base import row_entries
+
+PROPS = settings(max_examples=200, deadline=None, derandomize=True)
+
+
+@PROPS
+@given(st.lists(st.integers(-(2 ** 40), 2 ** 40), max_size=300))
+def test_unique_ints_is_np_unique(values):
+    a = np.array(values, dtype=np.int64)
+    got, want = unique_ints(a), np.unique(a)
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+
+
+IDS = st.text(alphabet="ab1é\x00", max_size=4)
+
+
+@PROPS
+@given(st.lists(IDS, unique=True, max_size=60), st.lists(IDS, max_size=60))
+def test_rows_are_the_dicts_rows(known, asked):
+    rows = np.arange(len(known))[::-1] * 3  # rows need not be positions
+    want = dict(zip(known, rows.tolist(), strict=True))
+    got = IdIndex(known, rows).rows(asked)
+    assert got.tolist() == [want.get(x, -1) for x in asked]
+
+
+def test_clashing_hashes_fall_back_to_a_dict(monkeypatch):
+    monkeypatch.setattr(id_index, "_hash", lambda s: len(s))  # "a" and "b" clash
+    index = IdIndex(["a", "b", "cc"])
+    assert index.rows(["b", "a", "cc", "zz", "c"]).tolist() == [1, 0, 2, -1, -1]
+
+
+def test_an_unknown_id_with_a_known_hash_is_not_found(monkeypatch):
+    monkeypatch.setattr(id_index, "_hash", lambda s: 7)
+    assert IdIndex(["a"]).rows(["a", "b"]).tolist() == [0, -1]
+
+
+def test_empty_index_and_empty_batch():
+    assert IdIndex([]).rows(["a"]).tolist() == [-1]
+    assert IdIndex(["a"]).rows([]).tolist() == []
+
+
+def _distributions_per_item(categories, vocab):
+    """The per-item loop category_distributions replaced."""
+    out = np.zeros((len(categories), len(vocab)))
+    for i, cats in enumerate(categories):
+        cols = [vocab[c] for c in dict.fromkeys(cats) if c in vocab]
+        if cats:
+            out[i, cols] = 1.0 / len(set(cats))
+    return out
+
+
+CATS = st.lists(st.lists(st.sampled_from("ABCDEFG"), max_size=4), max_size=40)
+
+
+@PROPS
+@given(CATS, CATS, st.sets(st.sampled_from("ABCDEFG")))
+def test_distributions_match_the_per_item_loop(items, history, dropped):
+    vocab = category_vocab(history, items)
+    assert list(vocab) == list(dict.fromkeys(c for cats in (*history, *items) for c in cats))
+    np.testing.assert_array_equal(category_distributions(items, vocab), _distributions_per_item(items, vocab))
+    partial = {c: j for j, c in enumerate(c for c in vocab if c not in dropped)}  # categories outside the vocab
+    np.testing.assert_array_equal(category_distributions(items, partial), _distributions_per_item(items, partial))
+
+
+def test_calibrated_picks_what_it_picked_with_the_per_item_loop(monkeypatch):
+    import recsys.ranking.calibrated as calibrated_module
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cats = [[f"c{j}" for j in rng.choice(20, rng.integers(0, 3), replace=False)] for _ in range(300)]
+        hist = [[f"c{j}"] for j in rng.integers(0, 5, 40)]
+        rel, lam = rng.random(300), float(rng.uniform(0.1, 0.9))
+        fast = calibrated(rel, 10, lam, cats, hist)
+        with monkeypatch.context() as m:
+            m.setattr(calibrated_module, "category_distributions", _distributions_per_item)
+            assert calibrated(rel, 10, lam, cats, hist).tolist() == fast.tolist()
+
+
+@PROPS
+@given(st.integers(1, 30), st.integers(1, 40), st.floats(0.0, 0.5), st.lists(st.integers(0, 29), max_size=50),
+       st.integers(0, 2 ** 32 - 1))
+def test_row_entries_are_the_rows_scipy_gathers(n_rows, n_cols, density, rows, seed):
+    table = sp.random(n_rows, n_cols, density=density, format="csr", dtype=np.float32, random_state=seed)
+    rows = np.array([r % n_rows for r in rows], dtype=np.int64)
+    indices, data = row_entries(table, rows)
+    want = table[rows]
+    assert indices.tolist() == want.indices.tolist() and data.tolist() == want.data.tolist()
