@@ -47,7 +47,7 @@ log = logging.getLogger("feature_svc")
 MAX_ID_LEN = 512
 # Records read and answered between two deadline checks (recsys/rpc/limits.py): a few milliseconds of work.
 USER_CHUNK = 64
-ITEM_CHUNK = 512
+ITEM_CHUNK = 1024  # a Recommend asks for its candidates and recent history: 550 items at 500 candidates, one slice
 # Events applied between two yields to requests: about 0.3 ms of work, so a request arriving mid-slice
 # waits little for the interpreter lock.
 CONSUMER_SLICE = 16
@@ -176,18 +176,23 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
             if names is not None and chunk_names != names:
                 raise StorageError("the features were reloaded during the read; retry")
             names = chunk_names
-            n_cats = [len(c) for c in cols.categories]
-            # the size of each entry as _users counts it: id, numbers, title and categories (found items)
-            cat_sizes = [sum(map(len, c)) + 3 * k for c, k in zip(cols.categories, n_cats, strict=True)]
-            sizes = (np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk)) + 5 * len(names) + 8
-                     + cols.found * (np.fromiter(map(len, cols.titles), dtype=np.int64, count=len(chunk)) + cat_sizes))
+            n = len(chunk)
+            n_cats = np.fromiter(map(len, cols.categories), dtype=np.int64, count=n)
+            flat_cats = list(chain.from_iterable(cols.categories))
+            # the size of each entry as _users counts it: id, numbers, title and categories (found items);
+            # the categories' characters summed per item in one pass (a loop per item was a third of the call)
+            cat_chars = np.bincount(np.repeat(np.arange(n), n_cats), minlength=n,
+                                    weights=np.fromiter(map(len, flat_cats), dtype=np.int64, count=len(flat_cats)))
+            sizes = (np.fromiter(map(len, chunk), dtype=np.int64, count=n) + 5 * len(names) + 8
+                     + cols.found * (np.fromiter(map(len, cols.titles), dtype=np.int64, count=n)
+                                     + cat_chars.astype(np.int64) + 3 * n_cats))
             budget.spend_many(sizes, done, len(ids))
-            done += len(chunk)
+            done += n
             found.extend(cols.found.tolist())
             values.append(cols.values.ravel())
             titles.extend(cols.titles)
-            categories.extend(chain.from_iterable(cols.categories))
-            counts.extend(n_cats)
+            categories.extend(flat_cats)
+            counts.extend(n_cats.tolist())
         names = storage.item_feature_names if names is None else names
         flat = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
         if packed:

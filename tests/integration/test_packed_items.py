@@ -49,7 +49,7 @@ class FeatureServer(InProcessServer):
                                                    self.servicer, "recsys.v1.FeatureStore"))
 
 
-def _ids(n: int = 1200, seed: int = 0) -> list[str]:
+def _ids(n: int = 2600, seed: int = 0) -> list[str]:
     """Known and unknown ids, repeated ones too, across several of the server's read chunks."""
     rng = np.random.default_rng(seed)
     return [f"item-{k}" for k in rng.integers(0, N_ITEMS + 200, size=n)]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import recsys.storage as backends
+from recsys import id_index
 from recsys.feature_tables import FeatureTables
-from recsys.storage import EmbeddedStorage, Event, FeatureStorage, embedded, open_storage
+from recsys.storage import EmbeddedStorage, Event, FeatureStorage, ItemRecord, open_storage
 from recsys.storage.redis_store import RedisStorage
 
 USER_FEATURES = ["user_age", "user_n_interactions"]
@@ -287,19 +288,20 @@ def test_readers_never_see_a_half_loaded_store(storage: FeatureStorage) -> None:
     assert seen <= {1.0, 2.0}
 
 
-@pytest.mark.parametrize("hash_fn, uses_hash_index", [
-    (lambda s: {"i1": 1, "i2": 2, "i3": 3, "i4": 4, "i5": 5}.get(s, 1), True),  # unknown ids alias i1
-    (lambda s: 7, False),  # every id collides: falls back to the dict index
+@pytest.mark.parametrize("hash_fn", [
+    lambda s: {"i1": 1, "i2": 2, "i3": 3, "i4": 4, "i5": 5}.get(s, 1),  # unknown ids share i1's hash
+    lambda s: 7,  # every id shares one hash
 ])
-def test_embedded_item_lookup_is_exact_despite_hash_collisions(
-        monkeypatch: pytest.MonkeyPatch, hash_fn, uses_hash_index: bool) -> None:
-    monkeypatch.setattr(embedded, "_hash", hash_fn)
+def test_embedded_item_lookup_is_exact_despite_hash_collisions(monkeypatch: pytest.MonkeyPatch, hash_fn) -> None:
+    monkeypatch.setattr(id_index, "_hash", hash_fn)
     store = EmbeddedStorage()
     store.load(make_tables())
-    assert (store._state.item_hash_sorted is not None) == uses_hash_index
     items = store.get_items(["i3", "zzz", "i1", "", "i5", "i1"])
     assert [i.item_id if i else None for i in items] == ["i3", None, "i1", None, "i5", "i1"]
     assert items[0].title == "Title 2 – naïve"
+    store.upsert_items([ItemRecord("i9", np.zeros(0, np.float32), ["c"], "new")])  # added after the load
+    items = store.get_items(["i9", "i3", "i8"])
+    assert [i.item_id if i else None for i in items] == ["i9", "i3", None] and items[0].title == "new"
 
 
 @pytest.mark.redis

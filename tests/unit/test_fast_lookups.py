@@ -36,15 +36,30 @@ def test_rows_are_the_dicts_rows(known, asked):
     assert got.tolist() == [want.get(x, -1) for x in asked]
 
 
-def test_clashing_hashes_fall_back_to_a_dict(monkeypatch):
-    monkeypatch.setattr(id_index, "_hash", lambda s: len(s))  # "a" and "b" clash
-    index = IdIndex(["a", "b", "cc"])
-    assert index.rows(["b", "a", "cc", "zz", "c"]).tolist() == [1, 0, 2, -1, -1]
+def test_clashing_hashes_are_told_apart_by_the_ids(monkeypatch):
+    monkeypatch.setattr(id_index, "_hash", lambda s: len(s))  # "a", "b" and "c" share a hash and a probe run
+    index = IdIndex(["a", "b", "cc", "c"])
+    assert index.rows(["b", "a", "cc", "zz", "c", "d"]).tolist() == [1, 0, 2, -1, 3, -1]
 
 
 def test_an_unknown_id_with_a_known_hash_is_not_found(monkeypatch):
     monkeypatch.setattr(id_index, "_hash", lambda s: 7)
     assert IdIndex(["a"]).rows(["a", "b"]).tolist() == [0, -1]
+
+
+@PROPS
+@given(st.lists(IDS, unique=True, max_size=80), st.lists(IDS, max_size=40), st.booleans())
+def test_added_ids_are_found_as_if_built_with_them(known, asked, clash):
+    id_index._hash = len if clash else hash  # clash: ids of one length share a hash
+    try:
+        index = IdIndex(known[:3])
+        for j, x in enumerate(known[3:], start=3):
+            index.add(x, 10 * j)  # grows the table several times
+        want = {x: (j if j < 3 else 10 * j) for j, x in enumerate(known)}
+        assert len(index) == len(known)
+        assert index.rows(asked + known).tolist() == [want.get(x, -1) for x in asked + known]
+    finally:
+        id_index._hash = hash
 
 
 def test_empty_index_and_empty_batch():
