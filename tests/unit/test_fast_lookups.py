@@ -11,7 +11,7 @@ import recsys.id_index as id_index
 from recsys.arrays import unique_ints
 from recsys.id_index import IdIndex
 from recsys.ranking.calibrated import calibrated, category_distributions, category_vocab
-from recsys.retrieval.sources.base import row_entries
+from recsys.retrieval.sources.base import row_entries, rows_dot, rows_sum
 
 PROPS = settings(max_examples=200, deadline=None, derandomize=True)
 
@@ -113,3 +113,19 @@ def test_row_entries_are_the_rows_scipy_gathers(n_rows, n_cols, density, rows, s
     indices, data = row_entries(table, rows)
     want = table[rows]
     assert indices.tolist() == want.indices.tolist() and data.tolist() == want.data.tolist()
+
+
+@PROPS
+@given(st.integers(1, 30), st.integers(1, 40), st.floats(0.0, 0.9), st.lists(st.integers(0, 29), max_size=60),
+       st.integers(0, 2 ** 32 - 1))
+def test_row_sums_and_products_are_scipys_to_the_bit(n_rows, n_cols, density, rows, seed):
+    rng = np.random.default_rng(seed)
+    table = sp.random(n_rows, n_cols, density=density, format="csr", dtype=np.float32, random_state=seed)
+    table.data = (rng.random(len(table.data)) * 3).astype(np.float32)  # weights, not ones: rounding shows
+    rows = np.array([r % n_rows for r in rows], dtype=np.int64)
+    want_sum = np.asarray(table[rows].sum(axis=0), dtype=np.float32).ravel()
+    assert rows_sum(table, rows).tobytes() == want_sum.tobytes()
+    vector = (rng.random(n_cols) / 7).astype(np.float32)
+    want_dot = table[rows] @ vector
+    got = rows_dot(table, rows, vector)
+    assert got.dtype == want_dot.dtype and got.tobytes() == want_dot.tobytes()

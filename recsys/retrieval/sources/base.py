@@ -205,6 +205,26 @@ def row_entries(table: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.
     return table.indices[offsets], table.data[offsets]
 
 
+def rows_sum(table: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """`table[rows].sum(axis=0)` as a flat array of the table's dtype, summed in the same order (row after
+    row, in the table's dtype, as scipy's product with a row of ones does) without building the submatrix."""
+    indices, data = row_entries(table, rows)
+    out = np.zeros(table.shape[1], dtype=table.dtype)
+    np.add.at(out, indices, data)
+    return out
+
+
+def rows_dot(table: sp.csr_matrix, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """`table[rows] @ vector` for a vector of the table's dtype: each row's products summed in entry order
+    from zero, as scipy's csr_matvec does, without building the submatrix."""
+    rows = np.asarray(rows, dtype=np.intp)
+    indices, data = row_entries(table, rows)
+    lengths = table.indptr[rows + 1] - table.indptr[rows]
+    out = np.zeros(len(rows), dtype=np.result_type(table.dtype, vector.dtype))
+    np.add.at(out, np.repeat(np.arange(len(rows)), lengths), data * vector[indices])
+    return out
+
+
 def unknown_if_added(col: np.ndarray, items: np.ndarray, catalog: Catalog) -> np.ndarray:
     """`col` with NaN for items added after training. A table learned from interactions knows nothing about
     them, and missing (NaN: 0 in the ranker's linear base, z-scores over the other candidates) keeps the

@@ -10,7 +10,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.retrieval.sources import register_source
-from recsys.retrieval.sources.base import CandidateSource, Catalog, Proposal, SourceRequest, TrainingData, top_positive
+from recsys.retrieval.sources.base import (
+    CandidateSource,
+    Catalog,
+    Proposal,
+    SourceRequest,
+    TrainingData,
+    rows_dot,
+    rows_sum,
+    top_positive,
+)
 
 GROUPED_ABOVE = 50_000  # cold items above which they are ranked per category combination (see _ColdGroups)
 
@@ -56,13 +65,13 @@ class ContentSource(CandidateSource):
         profile = np.zeros(cats.shape[1], dtype=np.float32)
         ranked = None
         if not req.cold_user:
-            profile = np.asarray(cats[req.recent].sum(axis=0), dtype=np.float32).ravel()
+            profile = rows_sum(cats, req.recent).astype(np.float32, copy=False)
             profile /= max(1.0, float(len(req.recent)))
             if self.groups is not None:
                 ranked = self.groups.top(profile, req.depth)
             elif len(self.cold_items):
                 ranked = self.cold_items[top_positive(self.cold_categories @ profile, req.depth)]
-        return Proposal(ranked, lambda items: {"content_score": cats[items] @ profile})
+        return Proposal(ranked, lambda items: {"content_score": rows_dot(cats, items, profile)})
 
 
 class _ColdGroups:

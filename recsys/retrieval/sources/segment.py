@@ -19,6 +19,7 @@ from recsys.retrieval.sources.base import (
     TrainingData,
     lookup,
     nan_column,
+    row_entries,
     unknown_if_added,
 )
 
@@ -88,10 +89,10 @@ class SegmentSource(CandidateSource):
         rows = [self.row_of[f"{k}={v}"] for k, v in attributes.items() if f"{k}={v}" in self.row_of]
         if not rows:
             return None
-        sub = self.table[rows]
-        items, inverse = np.unique(sub.indices, return_inverse=True)
+        indices, data = row_entries(self.table, np.asarray(rows))
+        items, inverse = np.unique(indices, return_inverse=True)
         summed = np.zeros(len(items), np.float32)
-        np.add.at(summed, inverse, sub.data)  # float32, in row order: what the dense row sum computed
+        np.add.at(summed, inverse, data)  # float32, in row order: what the dense row sum computed
         return items.astype(np.int64), summed / np.float32(len(rows))
 
     def propose(self, req: SourceRequest) -> Proposal:
