@@ -49,8 +49,13 @@ def _kl(p: np.ndarray, q: np.ndarray, alpha: float) -> np.ndarray:
     """KL(p ‖ (1−α)q + αp) for each row of q (private: recsys.evaluation.calibration has the metric)."""
     support = p > 0
     ps = p[support]
-    qt = (1.0 - alpha) * q[..., support] + alpha * ps
-    return (ps * (np.log(ps) - np.log(qt))).sum(axis=-1)
+    return _kl_on_support(ps, np.log(ps), q[..., support], alpha)
+
+
+def _kl_on_support(ps: np.ndarray, log_ps: np.ndarray, qs: np.ndarray, alpha: float) -> np.ndarray:
+    """_kl given p's positive entries, their logs and q's columns there (the only ones KL reads)."""
+    qt = (1.0 - alpha) * qs + alpha * ps
+    return (ps * (log_ps - np.log(qt))).sum(axis=-1)
 
 
 def calibrated(relevance: np.ndarray, k: int, lam: float, item_categories: list[list[str]],
@@ -66,17 +71,20 @@ def calibrated(relevance: np.ndarray, k: int, lam: float, item_categories: list[
         return order[:k]
     p = hist.sum(axis=0) / len(history_categories)
     p = p / p.sum()
-    items = category_distributions(item_categories, vocab)
-    rel = np.asarray(relevance, dtype=np.float64)
-    mass = np.zeros(len(vocab))
-    available = np.ones(n, dtype=bool)
+    support = p > 0
+    ps = p[support]
+    log_ps = np.log(ps)
+    # Restricted to the history's categories (the only ones KL reads) and computed once, so each step costs a
+    # few array operations: the same ones on the same numbers in the same places (numpy's vectorised log can
+    # round an element differently by where it sits in the array), so the same picks as over every category.
+    items = category_distributions(item_categories, vocab)[:, support]
+    relevance_part = (1.0 - lam) * np.asarray(relevance, dtype=np.float64)
+    mass = np.zeros(len(ps))
     chosen: list[int] = []
     for step in range(k):
-        q = (mass[None, :] + items) / (step + 1)
-        gain = (1.0 - lam) * rel - lam * _kl(p, q, alpha)
-        gain[~available] = -np.inf
+        gain = relevance_part - lam * _kl_on_support(ps, log_ps, (mass[None, :] + items) / (step + 1), alpha)
+        gain[chosen] = -np.inf
         nxt = int(order[np.argmax(gain[order])])  # ties go to the more relevant item
         chosen.append(nxt)
-        available[nxt] = False
         mass += items[nxt]
     return np.array(chosen, dtype=np.int64)

@@ -90,18 +90,46 @@ def test_distributions_match_the_per_item_loop(items, history, dropped):
     np.testing.assert_array_equal(category_distributions(items, partial), _distributions_per_item(items, partial))
 
 
-def test_calibrated_picks_what_it_picked_with_the_per_item_loop(monkeypatch):
-    import recsys.ranking.calibrated as calibrated_module
+def _calibrated_reference(relevance, k, lam, item_categories, history_categories, alpha=0.01):
+    """calibrated as it was written first: a loop per item and the whole distributions at each step."""
+    from recsys.ranking.calibrated import _kl
 
+    n = len(relevance)
+    k = min(k, n)
+    order = np.argsort(-relevance, kind="stable")
+    vocab: dict[str, int] = {}
+    for cats in (*history_categories, *item_categories):
+        for c in cats:
+            vocab.setdefault(c, len(vocab))
+    hist = _distributions_per_item(history_categories, vocab)
+    if lam <= 0.0 or not hist.any() or k <= 0:
+        return order[:k]
+    p = hist.sum(axis=0) / len(history_categories)
+    p = p / p.sum()
+    items = _distributions_per_item(item_categories, vocab)
+    rel = np.asarray(relevance, dtype=np.float64)
+    mass = np.zeros(len(vocab))
+    available = np.ones(n, dtype=bool)
+    chosen = []
+    for step in range(k):
+        gain = (1.0 - lam) * rel - lam * _kl(p, (mass[None, :] + items) / (step + 1), alpha)
+        gain[~available] = -np.inf
+        nxt = int(order[np.argmax(gain[order])])
+        chosen.append(nxt)
+        available[nxt] = False
+        mass += items[nxt]
+    return np.array(chosen, dtype=np.int64)
+
+
+def test_calibrated_picks_what_the_first_version_picked():
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        cats = [[f"c{j}" for j in rng.choice(20, rng.integers(0, 3), replace=False)] for _ in range(300)]
-        hist = [[f"c{j}"] for j in rng.integers(0, 5, 40)]
-        rel, lam = rng.random(300), float(rng.uniform(0.1, 0.9))
-        fast = calibrated(rel, 10, lam, cats, hist)
-        with monkeypatch.context() as m:
-            m.setattr(calibrated_module, "category_distributions", _distributions_per_item)
-            assert calibrated(rel, 10, lam, cats, hist).tolist() == fast.tolist()
+    for case in range(300):
+        n = int(rng.integers(1, 300))
+        cats = [[f"c{j}" for j in rng.choice(20, rng.integers(0, 4))] for _ in range(n)]  # repeats, empty lists
+        hist = [[f"c{j}" for j in rng.choice(8, rng.integers(0, 3))] for _ in range(int(rng.integers(0, 40)))]
+        rel = rng.random(n).round(1 if case % 3 == 0 else 6)  # ties too
+        lam, k = float(rng.choice([0.0, 0.2, 0.5, 0.9, 1.0])), int(rng.integers(0, 15))
+        assert calibrated(rel, k, lam, cats, hist).tolist() == _calibrated_reference(rel, k, lam, cats, hist).tolist()
 
 
 @PROPS
