@@ -61,8 +61,9 @@ class ItemEmbeddings:
     @cached_property
     def index(self) -> IdIndex:
         """`item_row` for batches (recsys/id_index.py); built on first use, ServingModel.load builds it."""
-        return IdIndex(list(self.item_row), np.fromiter(self.item_row.values(), dtype=np.intp,
-                                                         count=len(self.item_row)))
+        rows = np.fromiter(self.item_row.values(), dtype=np.int64, count=len(self.item_row))
+        positions = bool((rows == np.arange(len(rows))).all())  # as built from a bundle: no row array to keep
+        return IdIndex(list(self.item_row), None if positions else rows)
 
     def lookup(self, item_ids: list[str]) -> np.ndarray:
         """Unit embeddings of the items (zero rows for items the model does not know)."""

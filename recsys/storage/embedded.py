@@ -113,7 +113,7 @@ class _State:
         self.item_categories[row] = tuple(rec.categories)
         self.item_titles = np.append(self.item_titles, np.array([rec.title], dtype=object))
         self.item_index[rec.item_id] = row
-        self.item_rows.add(rec.item_id, row)
+        self.item_rows.add(rec.item_id)  # at `row`: both count the items added so far
 
     def seen(self, event_id: str, now: float) -> bool:
         """Whether `event_id` was applied within APPLIED_TTL_S; otherwise remember it (and forget expired ids)."""
