@@ -45,15 +45,9 @@ def category_distributions(categories: list[list[str]], vocab: dict[str, int]) -
     return out
 
 
-def _kl(p: np.ndarray, q: np.ndarray, alpha: float) -> np.ndarray:
-    """KL(p ‖ (1−α)q + αp) for each row of q (private: recsys.evaluation.calibration has the metric)."""
-    support = p > 0
-    ps = p[support]
-    return _kl_on_support(ps, np.log(ps), q[..., support], alpha)
-
-
 def _kl_on_support(ps: np.ndarray, log_ps: np.ndarray, qs: np.ndarray, alpha: float) -> np.ndarray:
-    """_kl given p's positive entries, their logs and q's columns there (the only ones KL reads)."""
+    """KL(p ‖ (1−α)q + αp) for each row of q, given p's positive entries `ps`, their logs and q's columns
+    there `qs` (the only ones KL reads). Private: recsys.evaluation.calibration has the metric."""
     qt = (1.0 - alpha) * qs + alpha * ps
     return (ps * (log_ps - np.log(qt))).sum(axis=-1)
 

@@ -144,10 +144,7 @@ def item_views(resp: features_pb2.GetItemFeaturesResponse, item_ids: list[str]) 
             raise ValueError(f"feature_svc answered {len(resp.item_ids)} items for {len(item_ids)} asked")
         item_ids = list(resp.item_ids)
     n = len(item_ids)
-    if resp.values_le32:
-        values = np.frombuffer(resp.values_le32, dtype="<f4").astype(np.float32).reshape(n, len(names))
-    else:
-        values = np.asarray(resp.values, dtype=np.float32).reshape(n, len(names))
+    values = float32_matrix(resp.values_le32, resp.values, n, len(names), "feature_svc", "feature value")
     found = np.fromiter(resp.found, dtype=bool, count=len(resp.found))
     bounds = np.concatenate([[0], np.cumsum(np.asarray(resp.category_counts, dtype=np.int64))]).tolist()
     cats = list(resp.categories)
@@ -183,9 +180,16 @@ class RemoteCandidateSource:
 
 def retrieved_scores(resp: candidates_pb2.RetrieveResponse, n_names: int) -> np.ndarray:
     """The [items x score names] float32 matrix of either form of the answer (packed bytes or plain floats)."""
-    n = len(resp.item_ids)
-    if resp.scores_le32:
-        if len(resp.scores_le32) != 4 * n * n_names:
-            raise ValueError(f"candidate_svc answered {len(resp.scores_le32)} score bytes for {n} x {n_names}")
-        return np.frombuffer(resp.scores_le32, dtype="<f4").astype(np.float32).reshape(n, n_names)
-    return np.asarray(resp.scores, dtype=np.float32).reshape(n, n_names)
+    return float32_matrix(resp.scores_le32, resp.scores, len(resp.item_ids), n_names, "candidate_svc", "score")
+
+
+def float32_matrix(packed: bytes, plain, rows: int, cols: int, service: str, what: str) -> np.ndarray:
+    """A row-major [rows x cols] float32 matrix sent either packed (little-endian float32 bytes) or as a
+    repeated float field; a size that does not match is a ValueError naming the sender."""
+    if packed:
+        if len(packed) != 4 * rows * cols:
+            raise ValueError(f"{service} answered {len(packed)} {what} bytes for {rows} x {cols}")
+        return np.frombuffer(packed, dtype="<f4").astype(np.float32).reshape(rows, cols)
+    if len(plain) != rows * cols:
+        raise ValueError(f"{service} answered {len(plain)} {what}s for {rows} x {cols}")
+    return np.asarray(plain, dtype=np.float32).reshape(rows, cols)

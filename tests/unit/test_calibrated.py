@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from recsys.ranking.calibrated import _kl, calibrated, category_distributions
+from recsys.ranking.calibrated import _kl_on_support, calibrated, category_distributions
+
+
+def _kl(p, q, alpha):
+    """KL(p ‖ (1−α)q + αp) for each row of q, over every category."""
+    support = p > 0
+    return _kl_on_support(p[support], np.log(p[support]), q[..., support], alpha)
+
 
 HISTORY = [["A"], ["A"], ["B"]]          # p = (2/3, 1/3)
 ITEMS = [["A"], ["A"], ["B"]]

@@ -92,7 +92,7 @@ def test_distributions_match_the_per_item_loop(items, history, dropped):
 
 def _calibrated_reference(relevance, k, lam, item_categories, history_categories, alpha=0.01):
     """calibrated as it was written first: a loop per item and the whole distributions at each step."""
-    from recsys.ranking.calibrated import _kl
+    from tests.unit.test_calibrated import _kl
 
     n = len(relevance)
     k = min(k, n)
