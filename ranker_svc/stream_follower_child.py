@@ -17,10 +17,8 @@ no gRPC). `python -m ranker_svc.stream_follower_child FD`, its settings as JSON 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -30,18 +28,13 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from recsys.child_process import die_with_parent
+from recsys.child_process import background_priority, die_with_parent
 from recsys.events.codec import EXPOSURE_TOPIC, decode, interactions_by_user
 from recsys.experiments.outcomes import OutcomeJoin
 from recsys.stream import ConsumerLoop, open_stream, topic_url
 from recsys.v1 import stream_pb2 as spb
 
 _METRICS_EVERY_S = 0.5
-# Background work: on a busy node it yields the CPU to the serving processes. Each exposure batch wakes this
-# child to decode it (twice: the join and the impressions); measured on 2 cores, with the join on about one
-# cache hit in a hundred more took over 2 ms at the client. A separate process, so a lower priority cannot
-# stall the ranker behind the interpreter lock (as it would for a thread of the ranker's).
-NICENESS = 19
 
 
 def _cache_handler(producer: str, send: Callable[[tuple], None], notes: bool = True,
@@ -146,8 +139,11 @@ def follow(settings: dict[str, Any], conn: Any) -> None:
 
 def main() -> None:
     die_with_parent()
-    with contextlib.suppress(OSError):  # a container may forbid it; the child works the same
-        os.nice(NICENESS)
+    # Background work: on a busy node it yields the CPU to the serving processes. Each exposure batch wakes
+    # this child to decode it (twice: the join and the impressions); measured on 2 cores, with the join on
+    # about one cache hit in a hundred more took over 2 ms at the client. A separate process, so a lower
+    # priority cannot stall the ranker behind the interpreter lock (as it would for a thread of the ranker's).
+    background_priority()
     settings = json.loads(sys.stdin.read())
     pipe = Connection(int(sys.argv[1]), readable=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s stream-follower %(message)s")

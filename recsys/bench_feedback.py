@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc import aio
 
 from recsys.client import interaction
-from recsys.latency import summarize
+from recsys.latency import p99_change_interval, summarize
 from recsys.v1 import features_pb2, features_pb2_grpc
 from recsys.v1 import feedback_pb2 as fpb
 from recsys.v1 import feedback_pb2_grpc as fpb_grpc
@@ -131,66 +132,115 @@ def cache_latency(target: str, users: Sequence[str], k: int = 10) -> dict[str, d
             "noop_pass": summarize(again_noop)}
 
 
-def _send_at_rate(target: str, users: Sequence[str], items: Sequence[str], rate: float, seconds: float,
-                  sent: Any) -> None:
-    """In a process of its own, so the sender's CPU never shows up as the measuring client's latency."""
+def _send_at_rate(target: str, control_url: str, users: Sequence[str], items: Sequence[str], rate: Any,
+                  control: Any, sent: Any, stop: Any) -> None:
+    """In a process of its own, so the sender's CPU never shows up as the measuring client's latency: batches
+    of 100 fresh events at `rate.value` events/s (0: idle) until `stop` is set, through Feedback/Send, or
+    while `control.value` is set appended straight to the stream at `control_url`, which no service reads.
+    One process for all windows, so switching between them costs no process start and the windows can be
+    short and many. In the background (recsys.child_process.background_priority): it stands for producers
+    on other machines (the span collector of recsys/bench_tracing.py runs so for the same reason)."""
+    from recsys.child_process import background_priority
+    from recsys.events.codec import encode_event, now_ms
+    from recsys.stream import open_stream
+
+    background_priority()
     tag = uuid.uuid4().hex[:8]
-    batches = [_events(users, items, 100, f"{tag}-{b}") for b in range(int(rate * seconds / 100) + 1)]
-    with grpc.insecure_channel(target) as ch:
+    with grpc.insecure_channel(target) as ch, open_stream(control_url) as unread:
         send = fpb_grpc.FeedbackStub(ch).Send
-        t0 = time.perf_counter()
-        for b, batch in enumerate(batches):
-            wait = t0 + b * 100 / rate - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            with contextlib.suppress(grpc.RpcError):
-                send(fpb.SendRequest(events=batch), timeout=5)
+        b, next_at = 0, time.perf_counter()
+        while not stop.is_set():
+            now, r = time.perf_counter(), rate.value
+            if r <= 0:
+                next_at = now
+                time.sleep(0.002)
+                continue
+            if next_at > now:
+                time.sleep(min(next_at - now, 0.01))
+                continue
+            batch = _events(users, items, 100, f"{tag}-{b}")
+            b += 1
+            if control.value:
+                at = now_ms()
+                unread.append([(ev.event_id, encode_event(ev, at, "bench-control")) for ev in batch])
+            else:
+                with contextlib.suppress(grpc.RpcError):
+                    send(fpb.SendRequest(events=batch), timeout=5)
             sent.value += len(batch)
-            if time.perf_counter() - t0 > seconds:
-                break
+            next_at = max(next_at + 100 / r, now - 0.2)  # after a stall, catch up for at most 0.2 s
 
 
-def recommend_while_ingesting(target: str, users: Sequence[str], items: Sequence[str], rate: float,
-                              n: int = 500, k: int = 10) -> dict[str, Any]:
-    """Sequential Recommend (distinct users, so cache misses) while another process sends `rate` events/s
-    in batches of 100; the latencies themselves under "latencies_s" (for pooling windows)."""
-    ctx = multiprocessing.get_context("spawn")
-    sent = ctx.Value("l", 0)
-    proc = None
-    if rate > 0:
-        proc = ctx.Process(target=_send_at_rate, args=(target, list(users), list(items), rate, 120.0, sent),
-                           daemon=True)
-        proc.start()
-        time.sleep(2.0)  # the sender is up and at its rate before the measurement starts
-    lat: list[float] = []
-    with grpc.insecure_channel(target) as ch:
-        stub = pb_grpc.RecommenderStub(ch)
-        start_sent, t_start = sent.value, time.perf_counter()
-        for u in users[:n]:
-            t0 = time.perf_counter()
-            stub.Recommend(pb.RecommendRequest(user_id=u, k=k, diversity_lambda=0.79), timeout=5)
-            lat.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - t_start
-        rate_seen = (sent.value - start_sent) / elapsed
-    if proc is not None:
-        proc.terminate()
-        proc.join()
-    return summarize(lat) | {"events_per_s_sent": rate_seen, "latencies_s": lat}
+def interleaved(target: str, stream: str, users: Sequence[str], items: Sequence[str], rates: Sequence[float],
+                rounds: int = 8, n: int = 100, settle_s: float = 0.5,
+                event_users: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Sequential Recommend (distinct users, so cache misses) in short windows, quiet and at each event rate
+    in turn (the order rotating every round), while one sender process streams batches of 100 at the
+    window's rate; each condition's latencies pooled. The machine's drift over a minute (large on a shared
+    VM: a third between two windows of the same code) lands on every condition alike. Each window starts
+    `settle_s` after the rate changed, so the consumers are at their steady state (or drained).
 
+    Every rate also runs as a control: the same batches appended to a sibling of `stream` that no service
+    reads. On 2 shared cores any background work moves the tail (a process 5% busy at the lowest priority
+    raised p99 by ~10% here), so "unchanged" has two readings: against quiet (everything, the sender and
+    Redis included) and against the control (what the services' own writes cost their reads). Each p99
+    change comes with a 90% bootstrap interval.
 
-def interleaved(target: str, users: Sequence[str], items: Sequence[str], rates: Sequence[float], rounds: int = 3,
-                n: int = 200) -> dict[str, dict[str, float]]:
-    """Quiet and ingesting windows in turn, `rounds` times, each condition's latencies pooled: the machine's
-    drift over a minute (it is large on a shared VM) lands on every condition alike."""
-    pooled: dict[float, list[float]] = {r: [] for r in rates}
-    sent: dict[float, list[float]] = {r: [] for r in rates}
+    The events name `event_users` (default: the measured users themselves). Events for the measured users
+    grow their histories, and a longer history costs every later Recommend more whether or not a write is
+    under way: that is a change in the data, not writes stalling reads, and it would land on the quiet
+    windows that follow as well."""
+    from recsys.stream import topic_url
+
     users = list(users)
-    for i, rate in enumerate(r for _ in range(rounds) for r in rates):
-        run = recommend_while_ingesting(target, users[i * n:(i + 1) * n], items, rate=rate, n=n)
-        pooled[rate] += run["latencies_s"]
-        sent[rate].append(run["events_per_s_sent"])
-    return {("quiet" if r == 0 else f"{r:.0f} events/s"): summarize(pooled[r]) | {
-        "events_per_s_sent": sum(sent[r]) / len(sent[r])} for r in rates}
+    conditions = [(0.0, False)] + [(r, c) for r in rates if r > 0 for c in (False, True)]
+    n = max(1, min(n, len(users) // (rounds * len(conditions))))  # every window its own users
+    ctx = multiprocessing.get_context("spawn")
+    rate_v, control, sent, stop = ctx.Value("d", 0.0), ctx.Value("b", 0), ctx.Value("l", 0), ctx.Event()
+    proc = ctx.Process(target=_send_at_rate, daemon=True,
+                       args=(target, topic_url(stream, "bench-control"), list(event_users or users), list(items),
+                             rate_v, control, sent, stop))
+    proc.start()
+    pooled: dict[tuple[float, bool], list[float]] = {c: [] for c in conditions}
+    seen: dict[tuple[float, bool], list[float]] = {c: [] for c in conditions}
+    try:
+        with grpc.insecure_channel(target) as ch:
+            stub = pb_grpc.RecommenderStub(ch)
+            stub.Recommend(pb.RecommendRequest(user_id=users[-1], k=10), timeout=5)
+            w = 0
+            for r in range(rounds):
+                k = r % len(conditions)
+                for cond in [*conditions[k:], *conditions[:k]]:
+                    rate_v.value, control.value = cond[0], int(cond[1])
+                    time.sleep(settle_s)
+                    s0, t_start = sent.value, time.perf_counter()
+                    for u in users[w * n:(w + 1) * n]:
+                        t0 = time.perf_counter()
+                        stub.Recommend(pb.RecommendRequest(user_id=u, k=10, diversity_lambda=0.79), timeout=5)
+                        pooled[cond].append(time.perf_counter() - t0)
+                    seen[cond].append((sent.value - s0) / (time.perf_counter() - t_start))
+                    w += 1
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+    quiet = np.asarray(pooled[conditions[0]])
+    out: dict[str, dict[str, Any]] = {}
+    for cond in conditions:
+        rate, is_control = cond
+        row: dict[str, Any] = summarize(pooled[cond]) | {
+            "events_per_s_sent": sum(seen[cond]) / len(seen[cond]), "windows": rounds}
+        lat = np.asarray(pooled[cond])
+        against = [("", quiet)] if rate else []
+        if rate and not is_control:
+            against.append(("_vs_control", np.asarray(pooled[(rate, True)])))
+        for suffix, base in against:
+            row[f"p99_change{suffix}_pct"] = float(100.0 * (np.percentile(lat, 99) / np.percentile(base, 99) - 1))
+            row[f"p99_change{suffix}_ci_pct"] = p99_change_interval(base, lat)
+        name = "quiet" if not rate else f"{rate:.0f} events/s" + (" to an unread stream (control)" if is_control
+                                                                   else "")
+        out[name] = row
+    return out
 
 
 def start_redis(workdir: str) -> tuple[object, str] | None:

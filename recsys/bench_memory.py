@@ -1,7 +1,8 @@
-"""Resident memory of a benchmarked process with its children, from /proc."""
+"""Resident memory and CPU time of a benchmarked process with its children, from /proc."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -28,3 +29,16 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total or float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a service with its child processes so far (all threads), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return total

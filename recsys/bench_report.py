@@ -16,7 +16,7 @@ from recsys.feature_tables import FeatureTables
 
 def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: random.Random, stream: str,
                     console: Console) -> dict:
-    sample = rng.sample(users, min(len(users), 3600))
+    sample = rng.sample(users, min(len(users), 5300))
     items = FeatureTables.load(bundle / "features").item_ids.tolist()[:5000]
     out: dict = {"stream": stream.split("?")[0]}
     feature_addr = cluster.services["feature_svc"].address
@@ -30,7 +30,8 @@ def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: rando
     # Metarank's published ingestion range (1,000-3,000 events/s), capped by what Send sustained here
     ceiling = max(r["events_per_s"] for r in out["ingest"])
     rates = [0.0] + [r for r in (1000.0, 3000.0) if r <= ceiling]
-    runs = interleaved(cluster.target, sample[1300:], items, rates, rounds=3, n=200)
+    # the events name users measured above, not those measured while they stream in (see interleaved)
+    runs = interleaved(cluster.target, cluster.stream, sample[1300:], items, rates, event_users=sample[:1300])
     out["recommend_while_ingesting"] = runs
 
     t = Table(title=f"Feedback/Send ingestion ({out['stream']})")
@@ -60,7 +61,12 @@ def feedback_report(cluster: Cluster, bundle: Path, users: list[str], rng: rando
         e = out["exposures"][name]
         t.add_row(f"Recommend, exposure log {name}", str(e["n"]), f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}", "miss")
     for name, r in runs.items():
+        change = ""
+        for suffix, what in (("", "vs quiet"), ("_vs_control", "vs control")):
+            if f"p99_change{suffix}_pct" in r:
+                lo, hi = r[f"p99_change{suffix}_ci_pct"]
+                change += f"; p99 {what} {r[f'p99_change{suffix}_pct']:+.1f}% (90% CI {lo:+.1f}..{hi:+.1f})"
         t.add_row(f"Recommend, {name}", str(r["n"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                  f"{r['events_per_s_sent']:,.0f} events/s sent; 3 windows interleaved")
+                  f"{r['events_per_s_sent']:,.0f} events/s sent; {r['windows']} windows interleaved{change}")
     console.print(t)
     return out

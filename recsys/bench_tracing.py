@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import random
 import threading
 import time
@@ -29,8 +28,10 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from rich.console import Console
 
+from recsys.bench_memory import cpu_seconds
+from recsys.child_process import background_priority
 from recsys.cluster import start_cluster
-from recsys.latency import sequential, summarize
+from recsys.latency import p99_change_interval, sequential, summarize
 
 _CACHE_OFF = {"ranker_svc": ["--cache", "none"]}
 ARM = "recsys.bench.arm"  # a resource attribute telling the clusters' spans apart
@@ -89,7 +90,7 @@ def _serve_sink(conn: Connection) -> None:
     """The collector's process: sends its port, then, when told to stop, the spans it counted per tag. At the
     lowest CPU priority: it stands for a collector elsewhere, and its parsing must not take the cores from
     the services it measures (they export; it only receives)."""
-    os.nice(19)
+    background_priority()
     with SpanSink() as sink:
         conn.send(sink.port)
         conn.recv()
@@ -146,32 +147,48 @@ def tracing_cost(bundle: Path, users: list[str], rng: random.Random, console: Co
                 "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
         names = list(arms)
         lat: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, Counter[str]] = {name: Counter() for name in names}  # CPU seconds per service
         errors = dict.fromkeys(names, 0)
         for k in range(sets):
             with contextlib.ExitStack() as clusters:
                 with console.status(f"tracing cost: set {k + 1}/{sets}, starting {len(arms)} clusters"):
                     order = names if k % 2 == 0 else names[::-1]  # neither arm always starts first
-                    targets = {name: clusters.enter_context(start_cluster(
-                        bundle, port=0, metrics=False, extra=extra, env=arms[name])).target for name in order}
-                for target in targets.values():
-                    sequential(target, [rng.choice(users) for _ in range(50)])  # warm-up
+                    started = {name: clusters.enter_context(start_cluster(
+                        bundle, port=0, metrics=False, extra=extra, env=arms[name])) for name in order}
+                for cluster in started.values():
+                    sequential(cluster.target, [rng.choice(users) for _ in range(50)])  # warm-up
                 for r in range(per_set):
                     for name in names if r % 2 == 0 else names[::-1]:
                         console.status(f"tracing cost: set {k + 1}/{sets}, round {r + 1}/{per_set}, {name}")
-                        got, failed = sequential(targets[name], [rng.choice(users) for _ in range(requests)])
+                        procs = {svc: s.proc.pid for svc, s in started[name].services.items()}
+                        before = {svc: cpu_seconds(pid) for svc, pid in procs.items()}
+                        got, failed = sequential(started[name].target, [rng.choice(users) for _ in range(requests)])
+                        for svc, pid in procs.items():
+                            cpu[name][svc] += cpu_seconds(pid) - before[svc]
                         lat[name] += got
                         errors[name] += failed
             # leaving the stack stopped the set's clusters: each service flushed its spans as it exited
         exported = sink.counts()
-    out: dict = {name: summarize(v) | {"errors": errors[name]} for name, v in lat.items()}
+    out: dict = {name: summarize(v) | {"errors": errors[name], "cpu_ms_per_call": {
+        svc: 1000.0 * sec / max(1, len(v)) for svc, sec in cpu[name].items()}} for name, v in lat.items()}
     for name in names[1:]:
         out[name]["p50_cost_pct"] = 100.0 * (out[name]["p50_ms"] / out["off"]["p50_ms"] - 1)
         out[name]["p99_cost_pct"] = 100.0 * (out[name]["p99_ms"] / out["off"]["p99_ms"] - 1)
+        out[name]["p99_cost_ci_pct"] = p99_change_interval(lat["off"], lat[name])
+        out[name]["cpu_cost_ms_per_call"] = sum(out[name]["cpu_ms_per_call"].values()) - sum(
+            out["off"]["cpu_ms_per_call"].values())
     out["p50_cost_ms"] = out["on"]["p50_ms"] - out["off"]["p50_ms"]
     out["p99_cost_ms"] = out["on"]["p99_ms"] - out["off"]["p99_ms"]
     out["p99_cost_pct"] = out["on"]["p99_cost_pct"]
     out["noise_p50_pct"] = out["off twin"]["p50_cost_pct"]
     out["noise_p99_pct"] = out["off twin"]["p99_cost_pct"]
+    out["p99_cost_ci_pct"] = out["on"]["p99_cost_ci_pct"]
+    # against both untraced clusters of every set pooled: twice the reference clusters, half their spread
+    untraced = lat["off"] + lat["off twin"]
+    pooled_p99 = summarize(untraced)["p99_ms"]
+    out["p99_cost_vs_untraced_pct"] = 100.0 * (out["on"]["p99_ms"] / pooled_p99 - 1)
+    out["p99_cost_vs_untraced_ci_pct"] = p99_change_interval(untraced, lat["on"])
+    out["cpu_cost_ms_per_call"] = out["on"]["cpu_cost_ms_per_call"]  # the steadiest figure: CPU, not the tail
     calls = sets * (51 + per_set * (requests + 1))  # per arm; sequential() makes one extra call to warm its channel
     for name, spans in exported.items():
         out[name] |= {"spans_exported": spans, "spans_per_call": spans / calls}

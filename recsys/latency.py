@@ -23,6 +23,18 @@ def summarize(latencies_s: Sequence[float]) -> dict[str, float]:
             "max_ms": float(ms.max())}
 
 
+def p99_change_interval(base: Sequence[float], other: Sequence[float], seed: int = 0,
+                        draws: int = 1000) -> tuple[float, float]:
+    """A 90% bootstrap interval of the change in p99 from `base` to `other` (percent), each sample resampled
+    on its own: the spread that calls alone put on a p99 comparison (not the spread between two processes
+    of the same code, which only a twin shows)."""
+    rng = np.random.default_rng(seed)
+    b = np.percentile(rng.choice(np.asarray(base), (draws, len(base))), 99, axis=1)
+    o = np.percentile(rng.choice(np.asarray(other), (draws, len(other))), 99, axis=1)
+    lo, hi = np.percentile(100.0 * (o / b - 1), [5, 95])
+    return float(lo), float(hi)
+
+
 def sequential(target: str, users: Sequence[str], k: int = 10, timeout: float = 5.0,
                credentials: grpc.ChannelCredentials | None = None,
                metadata: Sequence[tuple[str, str]] | None = None) -> tuple[list[float], int]:

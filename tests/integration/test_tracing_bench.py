@@ -26,3 +26,14 @@ def test_tracing_cost_reads_the_cost_against_an_untraced_twin(small_bundle):
     # cache off: each call is one Recommend span, three client spans and their three server spans
     assert 6.5 <= out["on"]["spans_per_call"] <= 7.0
     assert "spans_exported" not in out["off twin"]  # untraced: nothing reached the collector
+    # the CPU each service spent per call, per arm, and tracing's share of it beside the tail's interval
+    assert set(out["on"]["cpu_ms_per_call"]) == {"feature_svc", "candidate_svc", "ranker_svc"}
+    for arm in ("off", "on"):  # /proc counts in 10 ms ticks: a dozen calls may leave a service at 0
+        assert sum(out[arm]["cpu_ms_per_call"].values()) > 0
+        assert all(ms >= 0 for ms in out[arm]["cpu_ms_per_call"].values())
+    assert math.isfinite(out["cpu_cost_ms_per_call"])
+    assert out["cpu_cost_ms_per_call"] == out["on"]["cpu_cost_ms_per_call"]
+    lo, hi = out["p99_cost_ci_pct"]
+    assert lo <= hi
+    lo, hi = out["p99_cost_vs_untraced_ci_pct"]
+    assert lo <= hi and math.isfinite(out["p99_cost_vs_untraced_pct"])
