@@ -98,7 +98,7 @@ def item_consumers(settings: CandidateSettings) -> VersionConsumers[CandidateGen
         open_stream(settings.stream), "items",
         handler=lambda group, gen: ItemApplier(gen, group, pace=IN_FLIGHT.yield_to_requests),
         start=lambda version, gen: getattr(gen, "stream_start", "begin"),
-        replay=lambda gen: True, batch=settings.consumer_batch,
+        replay=lambda gen: True, batch=settings.consumer_batch, interval_s=settings.consumer_interval_s,
         pace=IN_FLIGHT.yield_to_requests)  # one slice per poll: add_items copies catalog-sized arrays
 
 

@@ -35,6 +35,7 @@ class CandidateSettings:
     max_map_value_len: int = setting("max_map_value_len")
     stream: str = setting("stream")
     consumer_batch: int = setting("consumer_batch")
+    consumer_interval_s: float = setting("consumer_interval_s")
     plaintext: bool = setting("plaintext")
     tls_cert: str = setting("tls_cert")
     tls_key: str = setting("tls_key")

@@ -298,6 +298,7 @@ def feature_consumers(settings: FeatureSettings) -> VersionConsumers[FeatureStor
         handler=lambda group, storage: FeatureApplier(storage, group, getattr(storage, "forgotten", None)),
         start=lambda version, storage: getattr(storage, "stream_start", "begin"),
         replay=lambda storage: storage.in_process, batch=settings.consumer_batch,
+        interval_s=settings.consumer_interval_s,
         pace=IN_FLIGHT.yield_to_requests, slice_size=CONSUMER_SLICE)
 
 

@@ -30,6 +30,7 @@ class FeatureSettings:
     max_id_len: int = setting("max_id_len")
     stream: str = setting("stream")
     consumer_batch: int = setting("consumer_batch")
+    consumer_interval_s: float = setting("consumer_interval_s")
     plaintext: bool = setting("plaintext")
     tls_cert: str = setting("tls_cert")
     tls_key: str = setting("tls_key")

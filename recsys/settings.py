@@ -118,6 +118,9 @@ _DEFS = [
     Setting("stream_trim_interval_s", 600.0, "how often ranker_svc applies the stream's retention policy "
             "(docs/event-stream.md)", R, (1.0, 86_400 * 7)),
     Setting("consumer_batch", 500, "stream entries a consumer applies per step", F + C + R, (1, 100_000)),
+    Setting("consumer_interval_s", 0.0, "least time between two reads of a serving process's stream consumer: "
+            "fewer wake-ups of the process while events stream in (Recommend's tail), events visible that much "
+            "later (docs/feedback-loop.md)", F + C, (0.0, 1.0)),
     Setting("max_history", 1000, "longest history an event can grow (oldest items dropped, counters kept)", F,
             (1, 10_000_000)),
     Setting("max_send_batch", 10_000, "most events in one Feedback/Send call", R, (1, 1_000_000)),

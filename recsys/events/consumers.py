@@ -49,12 +49,13 @@ class VersionConsumers(Generic[T]):
     start(version, obj) says where its group starts ("begin" or an entry id); replay(obj) is True when
     that state lives only in this process (an embedded store, an in-memory index): its group is rewound
     to the start on every process start, because what it had applied died with the previous process.
-    pace and slice_size go to each ConsumerLoop (a serving process passes its yield to requests).
+    pace, slice_size and interval_s go to each ConsumerLoop (a serving process passes its yield to
+    requests).
     """
 
     def __init__(self, stream: EventStream, kind: str, handler: Callable[[str, T], Callable],
                  start: Callable[[str, T], str], replay: Callable[[T], bool], batch: int = 500,
-                 pace: Callable[[], object] | None = None, slice_size: int = 0):
+                 pace: Callable[[], object] | None = None, slice_size: int = 0, interval_s: float = 0.0):
         self.stream = stream
         self.kind = kind
         self.make_handler = handler
@@ -63,6 +64,7 @@ class VersionConsumers(Generic[T]):
         self.batch = batch
         self.pace = pace
         self.slice_size = slice_size
+        self.interval_s = interval_s
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
 
@@ -96,7 +98,7 @@ class VersionConsumers(Generic[T]):
                         group, exc)
         loop = ConsumerLoop(self.stream, group, consumer_name(), self.make_handler(group, obj), start=start,
                             batch=self.batch, transient_errors=(StreamUnavailable, StorageUnavailable),
-                            slice_size=self.slice_size, pace=self.pace)
+                            slice_size=self.slice_size, pace=self.pace, interval_s=self.interval_s)
         thread = loop.start_thread()
         self._running[version] = _Running(obj, loop, thread, group)
         log.info("consumer %s started at %s", group, start)

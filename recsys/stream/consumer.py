@@ -3,7 +3,9 @@
 One step (`poll_once`): the consumer's own pending entries first (what it read before a restart), then
 idle entries of dead consumers of the group (`claim`), then new ones; handle them in slices of
 `slice_size` (the whole batch by default), calling `pace()` before each: a consumer inside a serving
-process passes recsys.rpc.priority's yield, so it works in the gaps between requests; ack.
+process passes recsys.rpc.priority's yield, so it works in the gaps between requests; ack. With
+`interval_s` the loop waits that long after each step, so what arrives meanwhile is read at once: fewer
+wake-ups of the process it runs in, each event visible up to that much later.
 Delivery is at-least-once, so the handler must be idempotent (keyed by event id, or order-insensitive).
 
 When the handler raises for a batch the entries are retried one at a time, so one poison entry does not
@@ -38,7 +40,7 @@ class ConsumerLoop:
                  start: str = "begin", batch: int = 500, block_s: float = 0.05, claim_idle_s: float = 30.0,
                  max_deliveries: int = 5,
                  transient_errors: tuple[type[BaseException], ...] = (StreamUnavailable,),
-                 slice_size: int = 0, pace: Callable[[], object] | None = None) -> None:
+                 slice_size: int = 0, pace: Callable[[], object] | None = None, interval_s: float = 0.0) -> None:
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -51,6 +53,7 @@ class ConsumerLoop:
         self.transient_errors = transient_errors
         self.slice_size = max(1, int(slice_size)) if slice_size else self.batch
         self.pace = pace
+        self.interval_s = max(0.0, float(interval_s))
         self._ready = False
         self._retry: list[Entry] = []  # entries whose handling hit a transient error: retried first
         self._failed = False  # the last poll left failing entries pending: back off before the next
@@ -183,8 +186,8 @@ class ConsumerLoop:
                 if time.monotonic() - last_log >= _LOG_EVERY_S:
                     last_log = time.monotonic()
                     log.exception("stream group %s consumer %s: unexpected error", self.group, self.consumer)
-            if backoff:
-                stop.wait(backoff)
+            if backoff or self.interval_s:
+                stop.wait(max(backoff, self.interval_s))
 
     def start_thread(self) -> threading.Thread:
         """Run in a daemon thread until stop()."""

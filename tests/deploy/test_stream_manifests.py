@@ -170,8 +170,8 @@ def test_schema_config_keys_are_service_settings_with_their_ranges():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert set(props) <= fields, f"{section}: not settings: {set(props) - fields}"
         assert "stream" not in props, f"{section}: the stream URL comes from a Secret"
-        for key in {"consumer_batch", "max_history", "cache_ttl_s", "cache_max_new", "cache_depth",
-                    "exposure_queue", "max_send_batch", "drain_delay_s", "drain_grace_s"} & set(props):
+        for key in {"consumer_batch", "consumer_interval_s", "max_history", "cache_ttl_s", "cache_max_new",
+                    "cache_depth", "exposure_queue", "max_send_batch", "drain_delay_s", "drain_grace_s"} & set(props):
             assert (props[key]["minimum"], props[key]["maximum"]) == RANGES[key], f"{section}.{key}"
 
 

@@ -229,3 +229,25 @@ def test_entries_a_failed_read_delivered_are_applied_after_the_outage(stream: Di
         loop.poll_once()
     loop.poll_once()
     assert seen == [b"before", b"during"] and stream.lag("lost-reply") == 0
+
+
+def test_an_interval_reads_what_arrived_meanwhile_at_once(stream: DiskLogStream) -> None:
+    """consumer_interval_s: the loop rests between reads, so a burst that arrives while it rests is one read
+    and one handler call, applied within the interval."""
+    stream.ensure_group("gi")
+    calls: list[int] = []
+    loop = ConsumerLoop(stream, "gi", "worker", lambda entries: calls.append(len(entries)), batch=100,
+                        block_s=0.0, interval_s=0.5)
+    loop.start_thread()
+    try:
+        stream.append([("first", b"e0")])
+        _wait_for(lambda: sum(calls) == 1)
+        t0 = time.monotonic()
+        for i in range(1, 6):  # a burst while the loop rests
+            stream.append([(f"k{i}", f"e{i}".encode())])
+            time.sleep(0.01)
+        _wait_for(lambda: sum(calls) == 6, timeout_s=2.0)
+        assert time.monotonic() - t0 < 1.0  # visible within the interval (and a read)
+        assert calls[1:] == [5]
+    finally:
+        loop.stop()
