@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc import aio
 
 from recsys.client import interaction
@@ -224,19 +223,18 @@ def interleaved(target: str, stream: str, users: Sequence[str], items: Sequence[
         proc.join(10)
         if proc.is_alive():
             proc.terminate()
-    quiet = np.asarray(pooled[conditions[0]])
+    summary = {cond: summarize(pooled[cond]) for cond in conditions}
     out: dict[str, dict[str, Any]] = {}
     for cond in conditions:
         rate, is_control = cond
-        row: dict[str, Any] = summarize(pooled[cond]) | {
+        row: dict[str, Any] = summary[cond] | {
             "events_per_s_sent": sum(seen[cond]) / len(seen[cond]), "windows": rounds}
-        lat = np.asarray(pooled[cond])
-        against = [("", quiet)] if rate else []
+        against = [("", conditions[0])] if rate else []
         if rate and not is_control:
-            against.append(("_vs_control", np.asarray(pooled[(rate, True)])))
+            against.append(("_vs_control", (rate, True)))
         for suffix, base in against:
-            row[f"p99_change{suffix}_pct"] = float(100.0 * (np.percentile(lat, 99) / np.percentile(base, 99) - 1))
-            row[f"p99_change{suffix}_ci_pct"] = p99_change_interval(base, lat)
+            row[f"p99_change{suffix}_pct"] = 100.0 * (row["p99_ms"] / summary[base]["p99_ms"] - 1)
+            row[f"p99_change{suffix}_ci_pct"] = p99_change_interval(pooled[base], pooled[cond])
         name = "quiet" if not rate else f"{rate:.0f} events/s" + (" to an unread stream (control)" if is_control
                                                                    else "")
         out[name] = row
